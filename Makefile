@@ -1,0 +1,41 @@
+# Two entry points do all set-up themselves on a fresh machine:
+#   make serve   - serve the bundled model (REST :8080, gRPC :8081)
+#   make test    - run the whole test suite
+# Extra predictor options: make serve ARGS="--model_name demo --http_port 9000"
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# checkov pins its own dependency tree, so it lives in a venv of its own.
+CHECKOV_VENV ?= .venv-checkov
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: serve test lint bench soak clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) "checkov==3.3.30"
+	touch $@
+
+serve: $(VENV)/.runtime
+	$(PY) -m predictor $(ARGS)
+
+test: $(VENV)/.dev $(CHECKOV_VENV)/.installed
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy predictor
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV)
