@@ -1,0 +1,124 @@
+"""Start the predictor as a real server process on 127.0.0.1 and wait until it is ready.
+
+Tests, the rollout tests and the benchmarks share this so that every real-process test
+starts the server the same way a user does: `python -m predictor ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PredictorProcess:
+    """`python -m predictor` in a child process, with random free ports.
+
+    Use as a context manager: on enter it polls `/v2/health/ready` until the model is
+    ready (or the process dies, or `ready_timeout` passes); on exit it sends SIGTERM
+    and waits for the process to end.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | None = None,
+        model_name: str = "model",
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 90.0,
+    ) -> None:
+        self.model_name = model_name
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.args = [
+            sys.executable,
+            "-m",
+            "predictor",
+            "--model_name",
+            model_name,
+            "--http_port",
+            str(self.http_port),
+            "--grpc_port",
+            str(self.grpc_port),
+        ]
+        if model_dir is not None:
+            self.args += ["--model_dir", str(model_dir)]
+        self.args += list(extra_args or [])
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen | None = None
+        self._log = tempfile.TemporaryFile(mode="w+")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_target(self) -> str:
+        """host:port, the form tritonclient's HTTP client takes."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def logs(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()
+
+    def start(self) -> PredictorProcess:
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"predictor exited with {self.process.returncode} before it was ready:\n"
+                    + self.logs()
+                )
+            try:
+                if requests.get(f"{self.http_url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"predictor not ready after {self.ready_timeout}s:\n{self.logs()}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=10)
+
+    def __enter__(self) -> PredictorProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+        self._log.close()
