@@ -1,0 +1,5 @@
+import sys
+
+from predictor.rollout.cli import main
+
+sys.exit(main())

@@ -1,0 +1,328 @@
+"""`python -m predictor.rollout`: canary rollouts of an InferenceService.
+
+    status NAME [-o table|json]
+    start NAME (--image IMG | --storage-uri URI) --percent N
+    promote NAME
+    rollback NAME
+    run NAME (--image IMG | --storage-uri URI) [--steps 10,25,50,100] [--interval 60s] ...
+
+Global options (before or after the subcommand): -n NAMESPACE, --kubeconfig, --context,
+--timeout 600s (every wait), --dry-run (print the patches, change nothing).
+Exit status: 0 done, 1 failed (analysis failed and rolled back, timeout, API error), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+
+from predictor.rollout import analysis
+from predictor.rollout import isvc as spec
+from predictor.rollout.wait import (
+    Cluster,
+    canary_drained,
+    canary_serving,
+    describe,
+    fully_rolled_out,
+)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def duration(text: str) -> float:
+    """`600s`, `1m`, `1.5h`, `250ms` or plain seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 10m)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+    return float(match.group(1)) * scale
+
+
+def steps(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"steps are percents, e.g. 10,25,50,100: {err}") from err
+    if not values or any(not 0 < v <= 100 for v in values) or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError("steps must rise strictly within 1..100, e.g. 10,50,100")
+    return values
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=default(None),
+        help="namespace (default: the kubeconfig context's, or default)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=default(None),
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)",
+    )
+    parser.add_argument("--context", default=default(None), help="kubeconfig context")
+    parser.add_argument(
+        "--timeout",
+        type=duration,
+        default=default(600.0),
+        help="longest wait for each change to take effect (default 600s)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=default(False),
+        help="print the patches instead of sending them",
+    )
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", help="new predictor image")
+    group.add_argument("--storage-uri", help="new model storage URI (gs://, s3://, pvc://, ...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m predictor.rollout",
+        description="Canary rollouts of a KServe InferenceService.",
+    )
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    status = commands.add_parser("status", parents=[common], help="revisions, traffic, conditions")
+    status.add_argument("name")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    start = commands.add_parser("start", parents=[common], help="send N%% to a new model")
+    start.add_argument("name")
+    _model_options(start)
+    start.add_argument("--percent", type=int, required=True, help="canary traffic percent")
+
+    for command, text in (
+        ("promote", "send all traffic to the canary"),
+        ("rollback", "send no traffic to the canary, restore the old spec"),
+    ):
+        commands.add_parser(command, parents=[common], help=text).add_argument("name")
+
+    run = commands.add_parser("run", parents=[common], help="progressive delivery with analysis")
+    run.add_argument("name")
+    _model_options(run)
+    run.add_argument(
+        "--steps",
+        type=steps,
+        default=[10, 25, 50, 100],
+        help="canary percents; 100 promotes (default 10,25,50,100)",
+    )
+    run.add_argument(
+        "--interval",
+        type=duration,
+        default=60.0,
+        help="pause after each passed analysis before the next step (default 60s)",
+    )
+    run.add_argument(
+        "--ingress", help="send analysis requests here, with the tag URL's Host header"
+    )
+    run.add_argument(
+        "--model-name",
+        help="model in the request paths (default: the one the "
+        "revision lists at /v1/models, else NAME)",
+    )
+    run.add_argument("--requests-file", help="JSON list of {protocol: v1|v2, body: {...}}")
+    run.add_argument("--rounds", type=int, default=10, help="times to send the request set")
+    run.add_argument("--request-timeout", type=duration, default=10.0)
+    defaults = analysis.Thresholds()
+    run.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate)
+    run.add_argument("--max-mismatch-rate", type=float, default=defaults.max_mismatch_rate)
+    run.add_argument("--max-p95-ratio", type=float, default=defaults.max_p95_ratio)
+    run.add_argument("--p95-slack-ms", type=float, default=defaults.p95_slack_ms)
+    run.add_argument("--tolerance", type=float, default=defaults.tolerance)
+    return parser
+
+
+class Rollout:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.cluster = Cluster(args.namespace, args.kubeconfig, args.context)
+        self.where = f"{self.cluster.namespace}/{args.name}"
+
+    def patch(self, body: dict | list, why: str) -> dict | None:
+        """Send (or with --dry-run print) a patch; the object after it, None on a dry run."""
+        kind = "json-patch" if isinstance(body, list) else "merge-patch"
+        if self.args.dry_run:
+            say(f"# {why}: PATCH ({kind}) inferenceservices {self.where}")
+            say(json.dumps(body, indent=2))
+            return None
+        say(f"{why}: patching {self.where}")
+        return self.cluster.patch(self.args.name, body)
+
+    def wait(self, patched: dict, condition, what: str) -> dict:
+        generation = int(patched["metadata"].get("generation") or 0)
+        say(f"waiting up to {self.args.timeout:g}s for {what}")
+        obj = self.cluster.wait(
+            self.args.name, condition(generation), describe, self.args.timeout, what
+        )
+        say(f"  {describe(obj)}")
+        return obj
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def status(self) -> int:
+        info = spec.summary(self.cluster.get(self.args.name))
+        say(json.dumps(info, indent=2) if self.args.output == "json" else spec.format_summary(info))
+        return 0
+
+    def start(self, percent: int | None = None) -> dict | None:
+        percent = self.args.percent if percent is None else percent
+        body = spec.start_patch(
+            self.cluster.get(self.args.name), percent, self.args.image, self.args.storage_uri
+        )
+        patched = self.patch(body, f"start canary at {percent}%")
+        if patched is None:
+            return None
+        return self.wait(
+            patched,
+            lambda g: canary_serving(g, percent),
+            f"the new revision to be ready with {percent}% of the traffic",
+        )
+
+    def set_percent(self, percent: int) -> dict | None:
+        patched = self.patch(spec.percent_patch(percent), f"canary to {percent}%")
+        if patched is None:
+            return None
+        return self.wait(
+            patched,
+            lambda g: canary_serving(g, percent),
+            f"the new revision to get {percent}% of the traffic",
+        )
+
+    def promote(self) -> int:
+        patched = self.patch(spec.promote_patch(), "promote")
+        if patched is not None:
+            self.wait(patched, fully_rolled_out, "the new revision to get 100% of the traffic")
+            say(f"promoted: {self.where} serves the new model to all traffic")
+        return 0
+
+    def rollback(self) -> int:
+        drain, restore = spec.rollback_patches(self.cluster.get(self.args.name))
+        patched = self.patch(drain, "rollback: canary to 0%")
+        if patched is not None:
+            self.wait(patched, canary_drained, "the previous revision to get all the traffic")
+        if restore is None:
+            say("no previous spec recorded (no rollout in progress): left the canary at 0%")
+            return 0
+        patched = self.patch(restore, "rollback: restore the previous predictor spec")
+        if patched is not None:
+            self.wait(patched, fully_rolled_out, "a revision of the previous spec to take over")
+            say(f"rolled back: {self.where} serves the previous model")
+        return 0
+
+    def run(self) -> int:
+        args = self.args
+        thresholds = analysis.Thresholds(
+            args.max_error_rate,
+            args.max_mismatch_rate,
+            args.max_p95_ratio,
+            args.p95_slack_ms,
+            args.tolerance,
+        )
+        request_set = analysis.load_requests(args.requests_file)
+        total = len(args.steps)
+        for number, percent in enumerate(args.steps, start=1):
+            say(f"[step {number}/{total}] {percent}%")
+            try:
+                if percent == 100:
+                    self.promote()
+                    continue
+                obj = self.start(percent) if number == 1 else self.set_percent(percent)
+                if obj is None:  # dry run
+                    continue
+                report = self.analyse(obj, request_set, thresholds)
+            except spec.RolloutError as err:
+                return self.abort(str(err))
+            say(f"  analysis: {report.line()}")
+            if not report.passed:
+                return self.abort("; ".join(report.reasons), report.examples)
+            say("  analysis passed")
+            if number < total and args.interval > 0:
+                say(f"  next step in {args.interval:g}s")
+                time.sleep(args.interval)
+        if args.steps[-1] < 100 and not args.dry_run:
+            say(f"canary left at {args.steps[-1]}%: `promote` or `rollback` {args.name} to finish")
+        return 0
+
+    def analyse(self, obj: dict, request_set: list[dict], thresholds: analysis.Thresholds):
+        targets = {}
+        for tag in ("prev", "latest"):
+            entry = spec.traffic_entry(obj, tag=tag)
+            if not entry or not entry.get("url"):
+                raise spec.RolloutError(f"no `{tag}` tag URL in the status: is tag routing on?")
+            targets[tag] = analysis.Target.for_tag(tag, entry["url"], self.args.ingress)
+        model = (
+            self.args.model_name
+            or analysis.discover_model_name(targets["prev"], self.args.request_timeout)
+            or self.args.name
+        )
+        say(
+            f"  analysing: {len(request_set)} request(s) x {self.args.rounds} to model {model!r} "
+            f"at latest {targets['latest'].base_url} and prev {targets['prev'].base_url}"
+            + (
+                f" (Host {targets['latest'].host} / {targets['prev'].host})"
+                if self.args.ingress
+                else ""
+            )
+        )
+        return analysis.analyse(
+            targets["prev"],
+            targets["latest"],
+            model,
+            request_set,
+            self.args.rounds,
+            thresholds,
+            self.args.request_timeout,
+        )
+
+    def abort(self, reason: str, examples: list[str] | None = None) -> int:
+        say(f"canary failed: {reason}")
+        for example in examples or []:
+            say(f"  e.g. {example}")
+        say("rolling back")
+        try:
+            self.rollback()
+        except spec.RolloutError as err:
+            print(f"error: rollback failed too: {err}", file=sys.stderr, flush=True)
+            return 1
+        print(
+            f"error: canary of {self.where} failed and was rolled back: {reason}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rollout = Rollout(args)
+        if args.command == "status":
+            return rollout.status()
+        if args.command == "start":
+            rollout.start()
+            return 0
+        if args.command == "promote":
+            return rollout.promote()
+        if args.command == "rollback":
+            return rollout.rollback()
+        return rollout.run()
+    except spec.RolloutError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
