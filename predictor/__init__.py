@@ -1,0 +1,1 @@
+"""A KServe predictor for any PyTorch model."""

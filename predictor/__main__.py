@@ -1,0 +1,163 @@
+"""`python -m predictor`: serve a PyTorch model with KServe's ModelServer.
+
+Every KServe ModelServer option works (this parser extends `kserve.model_server.parser`);
+the options below choose the model and how it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from kserve import model_server
+from kserve.model_server import ModelServer
+
+from .loader import BUNDLED_MODEL_DIR, ModelLoadError
+from .logs import RequestLogMiddleware, configure_request_log
+from .model import ModelOptions, TorchModel
+from .routes import register_routes
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m predictor",
+        description="Serve a PyTorch model (TorchScript, torch.export .pt2, or a state dict "
+        "plus its module class) over KServe's V1, V2 REST/binary and gRPC protocols, and the "
+        "legacy /api/predict.",
+        parents=[model_server.parser],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model_dir",
+        default=None,
+        help="Directory (or file) of the model: one *.pt2, TorchScript *.pt/*.pth, or state dict "
+        "(with --model_class), plus an optional model.json signature. Default: $STORAGE_URI as "
+        f"KServe's storage initializer leaves it in /mnt/models, else the bundled {BUNDLED_MODEL_DIR.name} "
+        "demo model.",
+    )
+    model.add_argument(
+        "--model_class",
+        default=None,
+        help="Module class for a state dict, as package.module:Class (importable from the model "
+        "directory or the working directory). Loaded with weights_only=True.",
+    )
+    model.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="Where the model runs; auto picks cuda when a GPU is visible.",
+    )
+    model.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="Precision the model computes in; clients still send and receive their own dtypes.",
+    )
+    runtime = parser.add_argument_group("inference")
+    runtime.add_argument(
+        "--inference_threads",
+        default=1,
+        type=positive_int,
+        help="Threads running the model off the event loop (torch's own threads split the cores).",
+    )
+    runtime.add_argument(
+        "--max_batch_size",
+        default=1,
+        type=positive_int,
+        help="Adaptive batching: stack concurrent requests up to this many rows (1 = off).",
+    )
+    runtime.add_argument(
+        "--max_batch_delay_ms",
+        default=5.0,
+        type=non_negative_float,
+        help="Adaptive batching: longest wait for more requests after the first one.",
+    )
+    runtime.add_argument(
+        "--grace_period",
+        default=30,
+        type=int,
+        help="Seconds to finish accepted requests after SIGTERM (match the pod's "
+        "terminationGracePeriodSeconds).",
+    )
+    logs = parser.add_argument_group("logging")
+    logs.add_argument(
+        "--enable_access_log",
+        default=False,
+        type=lambda text: text.lower() in ("1", "true", "yes"),
+        help="Also write uvicorn's access log (the JSON request log is always on).",
+    )
+    logs.add_argument(
+        "--log_level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Level of the predictor's JSON request log.",
+    )
+    # KServe logs preprocess/predict/postprocess latency per request by default; here it is
+    # opt-in, so a request costs one log line.
+    parser.set_defaults(enable_latency_logging=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = ModelOptions(
+        model_dir=args.model_dir,
+        model_class=args.model_class,
+        device=args.device,
+        dtype=args.dtype,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        inference_threads=args.inference_threads,
+        workers=args.workers,
+    )
+    model = TorchModel(args.model_name, options)
+    try:
+        model.load()
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app = model_server.app
+    register_routes(app, {model.name: model})
+    app.add_middleware(RequestLogMiddleware)
+    server = ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=args.workers,
+        max_threads=args.max_threads,
+        max_asyncio_workers=args.max_asyncio_workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+        timeout_keep_alive=args.timeout_keep_alive,
+        grace_period=args.grace_period,
+    )
+    # ModelServer configures KServe's logging; quiet its per-request lines after that.
+    configure_request_log(getattr(logging, args.log_level))
+    if not args.enable_access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not args.enable_latency_logging:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    server.start([model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Wire formats <-> numpy arrays, with no Python loop per element.
+
+V1 JSON, V2 JSON and the V2 binary tensor extension are decoded straight into numpy
+(orjson + numpy for JSON, `np.frombuffer` for binary) and encoded back the same way.
+Every check that fails raises `kserve.errors.InvalidInput` with a message naming the
+input and what is wrong with it, which KServe turns into a 400.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from kserve.errors import InvalidInput
+
+from .datatypes import numpy_dtype, v2_datatype
+
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise InvalidInput("empty request body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"malformed JSON: {error}") from None
+
+
+def dumps(document: Any) -> bytes:
+    return orjson.dumps(document, option=JSON_OPTIONS)
+
+
+def array_from_json(data: Any, datatype: str | None, where: str) -> np.ndarray:
+    """A JSON (nested) list as a numpy array, checked for raggedness and value types.
+
+    With a datatype, values must fit it: integers for integer types (in range), numbers
+    for float types, booleans for BOOL. Without one (V1 and /api/predict, which carry no
+    types), numpy infers int64, float64 or bool, as torch.tensor(values) would.
+    """
+    try:
+        raw = np.asarray(data)
+    except (ValueError, OverflowError) as error:
+        raise InvalidInput(f"{where}: ragged or malformed nested list ({error})") from None
+    if raw.dtype.kind not in "biuf":
+        if raw.size == 0 and datatype is None:
+            return raw.astype(np.float32)
+        raise InvalidInput(f"{where}: values must be numbers or booleans, not {_kind(raw)}")
+    if datatype is None:
+        return raw
+    target = numpy_dtype(datatype, where)
+    if raw.size:
+        _check_values_fit(raw, target, datatype, where)
+    return raw.astype(target, copy=False)
+
+
+def _kind(raw: np.ndarray) -> str:
+    return {"U": "strings", "S": "strings", "O": "nulls, objects or out-of-range integers"}.get(
+        raw.dtype.kind, str(raw.dtype)
+    )
+
+
+def _check_values_fit(raw: np.ndarray, target: np.dtype, datatype: str, where: str) -> None:
+    kind = raw.dtype.kind
+    if target.kind == "b" and kind != "b":
+        raise InvalidInput(f"{where}: datatype BOOL takes true/false values, got {raw.dtype}")
+    if target.kind in "iu":
+        if kind == "f":
+            if not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.trunc(raw)):
+                raise InvalidInput(f"{where}: datatype {datatype} takes integers, got fractions")
+        info = np.iinfo(target)
+        low, high = raw.min(), raw.max()
+        if low < info.min or high > info.max:
+            raise InvalidInput(
+                f"{where}: value out of range for {datatype} ({info.min}..{info.max})"
+            )
+
+
+def check_shape(shape: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInput(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    return tuple(shape)
+
+
+def reshape(array: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    expected = math.prod(shape)
+    if array.size != expected:
+        raise InvalidInput(
+            f"{where}: shape {list(shape)} needs {expected} values, but data has {array.size}"
+        )
+    return array.reshape(shape)
+
+
+@dataclass
+class V2Request:
+    """A decoded V2 inference request: named numpy inputs plus what the client asked back."""
+
+    id: str
+    inputs: dict[str, np.ndarray]
+    # Output names the client asked for (None: all), and which of them go back as binary.
+    requested_outputs: list[str] | None = None
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_by_default: bool = False
+
+    def wants_binary(self, name: str) -> bool:
+        return self.binary_by_default or name in self.binary_outputs
+
+
+def _input_entries(header: Any) -> list[dict]:
+    if not isinstance(header, dict):
+        raise InvalidInput('expected a JSON object with an "inputs" list')
+    entries = header.get("inputs")
+    if not isinstance(entries, list) or not entries:
+        raise InvalidInput('"inputs" must be a non-empty list of tensors')
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InvalidInput(f"inputs[{i}]: each input needs a string 'name'")
+        for key in ("datatype", "shape"):
+            if key not in entry:
+                raise InvalidInput(f"input {entry['name']!r}: missing {key!r}")
+    return entries
+
+
+def _params(entry: dict, where: str) -> dict:
+    params = entry.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object")
+    return params
+
+
+def _request_options(header: dict) -> tuple[str, list[str] | None, set[str], bool]:
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    params = _params(header, "request")
+    binary_by_default = bool(params.get("binary_data_output", False))
+    requested, binary = None, set()
+    if "outputs" in header:
+        outputs = header["outputs"]
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise InvalidInput("'outputs' must be a list of objects with a string 'name'")
+        requested = [o["name"] for o in outputs]
+        binary = {o["name"] for o in outputs if _params(o, o["name"]).get("binary_data")}
+    return request_id or str(uuid.uuid4()), requested, binary, binary_by_default
+
+
+def decode_v2_json(header: Any) -> V2Request:
+    """A V2 JSON request body (already parsed) -> V2Request."""
+    entries = _input_entries(header)
+    inputs: dict[str, np.ndarray] = {}
+    for entry in entries:
+        name = entry["name"]
+        where = f"input {name!r}"
+        if name in inputs:
+            raise InvalidInput(f"{where}: given more than once")
+        shape = check_shape(entry["shape"], where)
+        if "data" not in entry:
+            raise InvalidInput(f"{where}: missing 'data' (or binary_data_size parameter)")
+        array = array_from_json(entry["data"], entry["datatype"], where)
+        inputs[name] = reshape(array, shape, where)
+    return _build(header, inputs)
+
+
+def _build(header: dict, inputs: dict[str, np.ndarray]) -> V2Request:
+    request_id, requested, binary, binary_by_default = _request_options(header)
+    return V2Request(request_id, inputs, requested, binary, binary_by_default)
+
+
+def decode_v2_binary(body: bytes, header_length: str) -> V2Request:
+    """A body in the binary tensor extension: a JSON header, then raw little-endian tensors."""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {header_length!r} is not an integer"
+        ) from None
+    if not 0 < length <= len(body):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {length} does not fit a body of {len(body)} bytes"
+        )
+    header = parse_json(body[:length])
+    entries = _input_entries(header)
+    # One copy makes the buffer writable, so torch can take it without copying again.
+    buffer = bytearray(body[length:]) if len(body) > length else bytearray()
+    offset = 0
+    inputs: dict[str, np.ndarray] = {}
+    for entry in entries:
+        name = entry["name"]
+        where = f"input {name!r}"
+        if name in inputs:
+            raise InvalidInput(f"{where}: given more than once")
+        shape = check_shape(entry["shape"], where)
+        size = _params(entry, where).get("binary_data_size")
+        if size is None:
+            if "data" not in entry:
+                raise InvalidInput(f"{where}: missing 'data' or binary_data_size parameter")
+            inputs[name] = reshape(
+                array_from_json(entry["data"], entry["datatype"], where), shape, where
+            )
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
+        if offset + size > len(buffer):
+            raise InvalidInput(
+                f"{where}: binary_data_size {size} runs past the end of the body "
+                f"({len(buffer) - offset} bytes left)"
+            )
+        inputs[name] = _from_bytes(buffer, offset, size, entry["datatype"], shape, where)
+        offset += size
+    if offset != len(buffer):
+        raise InvalidInput(f"{len(buffer) - offset} bytes after the last binary input")
+    return _build(header, inputs)
+
+
+def _from_bytes(
+    buffer: bytearray, offset: int, size: int, datatype: str, shape: tuple[int, ...], where: str
+) -> np.ndarray:
+    dtype = numpy_dtype(datatype, where)
+    count = math.prod(shape)
+    if size != count * dtype.itemsize:
+        raise InvalidInput(
+            f"{where}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, "
+            f"binary_data_size is {size}"
+        )
+    if dtype.kind == "b":
+        return np.frombuffer(buffer, np.uint8, count, offset).astype(np.bool_).reshape(shape)
+    array = np.frombuffer(buffer, dtype, count, offset)
+    if offset % dtype.itemsize:
+        array = array.copy()  # torch needs aligned memory
+    return array.reshape(shape)
+
+
+def encode_v2(
+    model_name: str, request: V2Request, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, dict[str, str]]:
+    """Outputs -> a V2 response body, JSON or with binary outputs, and its headers."""
+    names = request.requested_outputs if request.requested_outputs is not None else list(outputs)
+    entries, chunks = [], []
+    for name in names:
+        if name not in outputs:
+            raise InvalidInput(f"unknown output {name!r}; the model gives {list(outputs)}")
+        array = np.ascontiguousarray(outputs[name])
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": v2_datatype(array),
+            "shape": list(array.shape),
+        }
+        if request.wants_binary(name):
+            data = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            entry["data"] = array.reshape(-1)
+        entries.append(entry)
+    header = dumps({"model_name": model_name, "id": request.id, "outputs": entries})
+    if not chunks:
+        return header, {"content-type": "application/json"}
+    return b"".join([header, *chunks]), {
+        "content-type": "application/octet-stream",
+        HEADER_LENGTH: str(len(header)),
+    }
+
+
+def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]) -> dict:
+    """A V1 body -> named numpy inputs.
+
+    `{"instances": X}` or `{"inputs": X}`; X is the batch for a one-input model, or
+    (several inputs) a list of {name: value} rows or a {name: batch} object.
+    """
+    if not isinstance(document, dict):
+        raise InvalidInput('expected a JSON object with "instances" or "inputs"')
+    keys = [k for k in ("instances", "inputs") if k in document]
+    if len(keys) != 1:
+        raise InvalidInput('expected a JSON object with exactly one of "instances" or "inputs"')
+    key = keys[0]
+    value = document[key]
+    if isinstance(value, list) and not value:
+        raise InvalidInput(f'"{key}" is empty')
+    if len(input_names) == 1:
+        return {input_names[0]: array_from_json(value, datatypes[0], f'"{key}"')}
+    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+        missing = [n for n in input_names if any(n not in row for row in value)]
+        if missing:
+            raise InvalidInput(f'"{key}": every row needs {input_names}; missing {missing}')
+        value = {n: [row[n] for row in value] for n in input_names}
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f'"{key}": this model takes inputs {input_names}; send rows of objects or an object'
+        )
+    return {
+        name: array_from_json(value[name], dtype, f'"{key}".{name}')
+        for name, dtype in zip(input_names, datatypes, strict=True)
+        if name in value
+    }
+
+
+def encode_v1(outputs: dict[str, np.ndarray]) -> bytes:
+    if len(outputs) == 1:
+        return dumps({"predictions": next(iter(outputs.values()))})
+    return dumps({"predictions": outputs})

@@ -1,0 +1,45 @@
+"""Which error means which HTTP status, for the routes the predictor serves itself.
+
+KServe's errors keep their meaning (`InvalidInput` 400, `ModelNotFound` 404,
+`ModelNotReady` 503, `InferenceError` 500); the two added here are client errors with a
+more exact status, subclasses of InvalidInput so gRPC answers INVALID_ARGUMENT for them.
+The routes turn these into responses themselves: KServe's handlers would log a full
+traceback for every bad request, and a request should cost one log line.
+"""
+
+from __future__ import annotations
+
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The body's content type is not one the endpoint reads."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """The body is larger than --max_request_bytes."""
+
+
+class Overloaded(ModelNotReady):
+    """More requests in flight than --max_inflight; the caller should retry later."""
+
+
+# Most specific first: the first match gives the status.
+STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (ModelNotFound, 404),
+    (Overloaded, 503),
+    (ModelNotReady, 503),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (InvalidInput, 400),
+    (InferenceError, 500),
+)
+HANDLED_ERRORS = tuple(error_type for error_type, _ in STATUS_BY_ERROR)
+
+
+def status_of(error: Exception) -> int:
+    return next(status for error_type, status in STATUS_BY_ERROR if isinstance(error, error_type))
+
+
+def message_of(error: Exception) -> str:
+    return getattr(error, "reason", None) or str(error)

@@ -1,0 +1,217 @@
+"""Find and load a PyTorch model from a model directory.
+
+A model directory holds exactly one weights file:
+- `*.pt2`: a `torch.export` program (its signature comes from the program itself);
+- `*.pt` / `*.pth` / `*.torchscript`: a TorchScript archive, or a state dict when a
+  module class is named (`--model_class` or `model_class` in model.json);
+and optionally `model.json`, the signature (see signature.py). Anything else is an error
+that says what was found, so a bad deployment fails at start-up, not at the first request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .datatypes import NUMPY_TO_V2
+from .signature import Signature, SignatureError, TensorSpec, default_signature, read_signature
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "doubler"
+KSERVE_MODEL_MOUNT = Path("/mnt/models")
+WEIGHT_SUFFIXES = (".pt2", ".pt", ".pth", ".torchscript")
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory is missing, corrupt or ambiguous; the message says which."""
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module
+    signature: Signature
+    kind: str  # "torchscript" | "export" | "state_dict"
+    path: Path
+
+
+def resolve_model_dir(model_dir: str | None) -> Path:
+    """Where the model lies: `--model_dir`, else `$STORAGE_URI`, else the bundled demo.
+
+    KServe's storage initializer downloads `storageUri` to /mnt/models before the
+    container starts, so a remote STORAGE_URI is read from there.
+    """
+    if model_dir:
+        return _local_dir(model_dir, "--model_dir")
+    storage_uri = os.environ.get("STORAGE_URI")
+    if storage_uri:
+        if "://" not in storage_uri or storage_uri.startswith("file://"):
+            return _local_dir(storage_uri.removeprefix("file://"), "STORAGE_URI")
+        if KSERVE_MODEL_MOUNT.is_dir() and any(KSERVE_MODEL_MOUNT.iterdir()):
+            return KSERVE_MODEL_MOUNT
+        raise ModelLoadError(
+            f"STORAGE_URI={storage_uri} but {KSERVE_MODEL_MOUNT} is empty: run the predictor "
+            "under KServe (its storage initializer downloads the model) or pass --model_dir"
+        )
+    return BUNDLED_MODEL_DIR
+
+
+def _local_dir(path: str, source: str) -> Path:
+    if "://" in path:
+        raise ModelLoadError(
+            f"{source}={path} is a remote URI; KServe's storage initializer downloads it to "
+            f"{KSERVE_MODEL_MOUNT} - pass that directory (or a local path) instead"
+        )
+    directory = Path(path)
+    if not directory.exists():
+        raise ModelLoadError(f"{source}={path} does not exist")
+    if directory.is_file():
+        return directory.parent
+    return directory
+
+
+def find_weights(model_dir: Path) -> Path:
+    """The one weights file in model_dir, or an error naming what was (not) found."""
+    candidates = sorted(
+        p for p in model_dir.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+    )
+    if not candidates:
+        found = ", ".join(sorted(p.name for p in model_dir.iterdir())) or "nothing"
+        raise ModelLoadError(
+            f"no model file in {model_dir} (expected one of *{', *'.join(WEIGHT_SUFFIXES)}; "
+            f"found {found})"
+        )
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise ModelLoadError(
+            f"ambiguous model directory {model_dir}: several model files ({names})"
+        )
+    return candidates[0]
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry their code; plain torch.save archives do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+
+
+def import_class(spec: str) -> type[torch.nn.Module]:
+    """`package.module:Class` -> the class, with a clear error for each way it can fail."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ModelLoadError(f"model class {spec!r} must look like 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelLoadError(f"cannot import {module_name!r} for model class: {error}") from None
+    cls = getattr(module, class_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
+        raise ModelLoadError(f"{spec!r} is not a torch.nn.Module subclass")
+    return cls
+
+
+def _export_signature(program: torch.export.ExportedProgram) -> Signature:
+    """Read input/output names, dtypes and shapes off an exported program's graph."""
+
+    def spec(name: str, value: object) -> TensorSpec:
+        if not isinstance(value, torch.Tensor):
+            return TensorSpec(name)
+        numpy_dtype = torch.empty((), dtype=value.dtype).numpy().dtype
+        shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+        return TensorSpec(name, NUMPY_TO_V2.get(numpy_dtype, "FP32"), shape)
+
+    user_inputs = set(program.graph_signature.user_inputs)
+    placeholders = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in user_inputs
+    ]
+    inputs = [spec(node.name, node.meta.get("val")) for node in placeholders]
+    output_node = next(node for node in program.graph.nodes if node.op == "output")
+    results = output_node.args[0] if isinstance(output_node.args[0], (list, tuple)) else []
+    outputs = [
+        spec(f"output-{i}", getattr(node, "meta", {}).get("val")) for i, node in enumerate(results)
+    ]
+    return Signature(inputs or [TensorSpec("input-0")], outputs)
+
+
+def _forward_arity(module: torch.nn.Module) -> int:
+    """How many tensors forward() takes, for models that come without model.json."""
+    try:
+        if isinstance(module, torch.jit.ScriptModule):
+            return max(1, len(module.forward.schema.arguments) - 1)
+        parameters = inspect.signature(module.forward).parameters.values()
+        return max(
+            1, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return 1
+
+
+def load_model(model_dir: Path, model_class: str | None, device: torch.device) -> LoadedModel:
+    """Load the one model in model_dir onto device, with its signature."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} is not a directory")
+    try:
+        signature = read_signature(model_dir)
+    except SignatureError as error:
+        raise ModelLoadError(str(error)) from None
+    weights = find_weights(model_dir)
+    model_class = model_class or (signature.extras.get("model_class") if signature else None)
+    # A module class shipped beside the weights can be imported by name.
+    if str(model_dir) not in sys.path:
+        sys.path.insert(0, str(model_dir))
+    try:
+        if weights.suffix == ".pt2":
+            program = torch.export.load(str(weights))
+            module = program.module().to(device)
+            kind = "export"
+            signature = signature or _export_signature(program)
+        elif model_class:
+            module = _load_state_dict(weights, model_class, signature, device)
+            kind = "state_dict"
+        elif _is_torchscript(weights):
+            module = torch.jit.load(str(weights), map_location=device)
+            kind = "torchscript"
+        else:
+            raise ModelLoadError(
+                f"{weights} is not a TorchScript archive; if it is a state dict, name its module "
+                "class with --model_class package.module:Class (or model_class in model.json)"
+            )
+    except ModelLoadError:
+        raise
+    except Exception as error:  # torch raises many types for a corrupt file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load {weights}: {reason}") from None
+    if isinstance(module, torch.nn.Module) and not kind == "export":
+        module.eval()
+    return LoadedModel(
+        module, signature or default_signature(_forward_arity(module)), kind, weights
+    )
+
+
+def _load_state_dict(
+    weights: Path, model_class: str, signature: Signature | None, device: torch.device
+) -> torch.nn.Module:
+    cls = import_class(model_class)
+    kwargs = (signature.extras.get("model_kwargs") if signature else None) or {}
+    state = torch.load(str(weights), map_location=device, weights_only=True)
+    if not isinstance(state, dict):
+        raise ModelLoadError(
+            f"{weights} is not a state dict (got {type(state).__name__}); save it with "
+            "torch.save(model.state_dict(), path)"
+        )
+    module = cls(**kwargs)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ModelLoadError(f"{weights} does not fit {model_class}: {first}") from None
+    return module.to(device)

@@ -1,0 +1,301 @@
+"""TorchModel: a `kserve.Model` that serves any PyTorch module.
+
+`load` finds and loads the model and answers one warm-up inference before the model is
+ready. `preprocess` turns a KServe request (V2 `InferRequest` from gRPC, or a V1 dict)
+into named numpy arrays, `predict` runs the module off the event loop, and
+`postprocess` turns the outputs back into the caller's protocol. The fast REST routes
+(routes.py) decode the wire themselves and call `infer`, the same core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from kserve import Model
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.utils.utils import cpu_count
+
+from . import codec
+from .batching import Batcher
+from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
+from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
+
+logger = logging.getLogger("predictor")
+
+
+@dataclass
+class ModelOptions:
+    model_dir: str | None = None
+    model_class: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 5.0
+    inference_threads: int = 1
+    workers: int = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+class ModelRejectedInput(InvalidInput):
+    """The module itself raised on the input (wrong dtype or shape for its layers)."""
+
+
+class TorchModel(Model):
+    def __init__(self, name: str, options: ModelOptions | None = None) -> None:
+        super().__init__(name)
+        self.options = options or ModelOptions()
+        self.loaded: LoadedModel | None = None
+        self.device = torch.device("cpu")
+        self.compute_dtype: torch.dtype | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._batcher: Batcher | None = None
+
+    # ---- loading -------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load the model and answer one warm-up inference; raises ModelLoadError if not."""
+        options = self.options
+        self.device = resolve_device(options.device)
+        # Split the cores between server workers so they don't oversubscribe them.
+        torch.set_num_threads(max(1, cpu_count() // max(1, options.workers)))
+        self.loaded = load_model(
+            resolve_model_dir(options.model_dir), options.model_class, self.device
+        )
+        if options.dtype and options.dtype != "float32":
+            self.compute_dtype = TORCH_DTYPES[options.dtype]
+            self.loaded.module.to(self.compute_dtype)
+        self._executor = ThreadPoolExecutor(
+            max_workers=options.inference_threads, thread_name_prefix="inference"
+        )
+        if options.max_batch_size > 1:
+            self._batcher = Batcher(
+                self.forward, options.max_batch_size, options.max_batch_delay_ms / 1000.0
+            )
+        self._warm_up()
+        logger.info(
+            "loaded %s model %s from %s on %s",
+            self.loaded.kind,
+            self.name,
+            self.loaded.path,
+            self.device,
+        )
+        self.ready = True
+        return True
+
+    def _warm_up(self) -> None:
+        """One inference on zeros shaped like the signature, so the first request is fast
+        and a model that cannot run fails at start-up instead of at the first request."""
+        arrays = [
+            np.zeros(
+                [1 if d < 0 else d for d in spec.shape], dtype=numpy_dtype(spec.datatype, spec.name)
+            )
+            for spec in self.signature.inputs
+        ]
+        try:
+            self.forward(arrays)
+        except Exception as error:
+            shapes = ", ".join(
+                f"{s.name} {s.datatype} {list(a.shape)}"
+                for s, a in zip(self.signature.inputs, arrays)
+            )
+            raise ModelLoadError(
+                f"warm-up inference ({shapes}) failed: {_first_line(error)}; describe the model's "
+                "inputs in model.json"
+            ) from None
+
+    def unload(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.ready = False
+
+    # ---- metadata ------------------------------------------------------------------------
+
+    @property
+    def signature(self):
+        assert self.loaded is not None, "model not loaded"
+        return self.loaded.signature
+
+    def get_input_types(self) -> list[dict]:
+        return [spec.metadata() for spec in self.signature.inputs]
+
+    def get_output_types(self) -> list[dict]:
+        return [spec.metadata() for spec in self.signature.outputs]
+
+    @property
+    def input_datatypes(self) -> list[str | None]:
+        return [spec.datatype for spec in self.signature.inputs]
+
+    # ---- the core: named arrays in, named arrays out -----------------------------------------
+
+    def order_inputs(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Inputs in forward() order; a missing or unknown name is the client's error."""
+        expected = self.signature.input_names
+        unknown = [name for name in inputs if name not in expected]
+        missing = [name for name in expected if name not in inputs]
+        if unknown or missing:
+            problems = []
+            if unknown:
+                problems.append(f"unknown input {', '.join(map(repr, unknown))}")
+            if missing:
+                problems.append(f"missing input {', '.join(map(repr, missing))}")
+            raise InvalidInput(f"{'; '.join(problems)}; the model takes {expected}")
+        return [inputs[name] for name in expected]
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on named inputs without blocking the event loop."""
+        arrays = self.order_inputs(inputs)
+        if self._batcher is not None:
+            return await self._batcher.submit(arrays)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.forward, arrays)
+
+    def forward(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Call the module on numpy arrays; runs on an inference thread."""
+        float_dtype = next((a.dtype for a in arrays if a.dtype.kind == "f"), np.dtype(np.float32))
+        with torch.inference_mode():
+            tensors = [self._to_device(array) for array in arrays]
+            try:
+                result = self.loaded.module(*tensors)
+            except torch.OutOfMemoryError as error:
+                raise InferenceError(
+                    f"out of memory running the model: {_first_line(error)}"
+                ) from None
+            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+                described = ", ".join(f"{v2_datatype(a)} {list(a.shape)}" for a in arrays)
+                raise ModelRejectedInput(
+                    f"the model cannot run on the given input ({described}): {_first_line(error)}"
+                ) from None
+            return self._to_numpy(result, float_dtype)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        if self.compute_dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(self.compute_dtype)
+        return tensor
+
+    def _to_numpy(self, result: Any, float_dtype: np.dtype) -> dict[str, np.ndarray]:
+        if isinstance(result, torch.Tensor):
+            named = [(self.signature.output_name(0), result)]
+        elif isinstance(result, (list, tuple)):
+            named = [(self.signature.output_name(i), t) for i, t in enumerate(result)]
+        elif isinstance(result, dict):
+            named = list(result.items())
+        else:
+            raise InferenceError(f"the model returned {type(result).__name__}, not tensors")
+        outputs = {}
+        for name, tensor in named:
+            if not isinstance(tensor, torch.Tensor):
+                raise InferenceError(
+                    f"model output {name!r} is {type(tensor).__name__}, not a tensor"
+                )
+            tensor = tensor.detach()
+            # Reduced precision stays inside the server: clients get back what they sent.
+            if tensor.dtype == torch.bfloat16 or (
+                self.compute_dtype is not None and tensor.is_floating_point()
+            ):
+                tensor = tensor.to(torch.from_numpy(np.empty(0, float_dtype)).dtype)
+            outputs[str(name)] = tensor.cpu().numpy()
+        return outputs
+
+    # ---- KServe's handlers (gRPC and the KServe dataplane) ------------------------------------
+
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    async def preprocess(self, payload: InferRequest | dict, headers: dict | None = None) -> Any:
+        if isinstance(payload, InferRequest):
+            return _Tensors(payload.id, arrays_from_infer_request(payload), payload)
+        return _Tensors(
+            None, codec.decode_v1(payload, self.signature.input_names, self.input_datatypes)
+        )
+
+    async def predict(self, payload: Any, headers: dict | None = None) -> Any:
+        return _Tensors(payload.id, await self.infer(payload.arrays), payload.request)
+
+    async def postprocess(self, result: Any, headers: dict | None = None) -> Any:
+        if result.request is None:
+            return {"predictions": {k: v.tolist() for k, v in result.arrays.items()}}
+        outputs = select_outputs(result.arrays, result.request)
+        infer_outputs = []
+        for name, array in outputs.items():
+            output = InferOutput(name=name, shape=list(array.shape), datatype=v2_datatype(array))
+            output.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
+            infer_outputs.append(output)
+        return InferResponse(
+            response_id=result.id or "",
+            model_name=self.name,
+            infer_outputs=infer_outputs,
+            use_binary_outputs=True,
+        )
+
+
+@dataclass
+class _Tensors:
+    """What travels from preprocess to postprocess on KServe's own path."""
+
+    id: str | None
+    arrays: dict[str, np.ndarray]
+    request: InferRequest | None = None
+
+
+def select_outputs(outputs: dict[str, np.ndarray], request: InferRequest) -> dict[str, np.ndarray]:
+    if not request.request_outputs:
+        return outputs
+    names = [o.name for o in request.request_outputs]
+    unknown = [n for n in names if n not in outputs]
+    if unknown:
+        raise InvalidInput(f"unknown output {unknown[0]!r}; the model gives {list(outputs)}")
+    return {n: outputs[n] for n in names}
+
+
+def arrays_from_infer_request(request: InferRequest) -> dict[str, np.ndarray]:
+    """KServe's InferRequest (from gRPC) -> named arrays, raw contents without a copy."""
+    if not request.inputs:
+        raise InvalidInput("the request has no inputs")
+    arrays: dict[str, np.ndarray] = {}
+    for infer_input in request.inputs:
+        where = f"input {infer_input.name!r}"
+        if infer_input.name in arrays:
+            raise InvalidInput(f"{where}: given more than once")
+        dtype = numpy_dtype(infer_input.datatype, where)
+        shape = tuple(int(d) for d in infer_input.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"{where}: shape must be non-negative, got {list(shape)}")
+        raw = infer_input._raw_data
+        if raw is not None:
+            expected = math.prod(shape) * dtype.itemsize
+            if len(raw) != expected:
+                raise InvalidInput(
+                    f"{where}: shape {list(shape)} of {infer_input.datatype} needs {expected} "
+                    f"bytes, raw contents have {len(raw)}"
+                )
+            if dtype.kind == "b":
+                array = np.frombuffer(raw, np.uint8).astype(np.bool_)
+            else:
+                array = np.frombuffer(bytearray(raw), dtype)
+        else:
+            array = codec.array_from_json(list(infer_input.data or []), infer_input.datatype, where)
+        arrays[infer_input.name] = codec.reshape(array, shape, where)
+    return arrays
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
