@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Directory (or file) of the model: one *.pt2, TorchScript *.pt/*.pth, or state dict "
         "(with --model_class), plus an optional model.json signature. Default: $STORAGE_URI as "
-        f"KServe's storage initializer leaves it in /mnt/models, else the bundled {BUNDLED_MODEL_DIR.name} "
-        "demo model.",
+        "KServe's storage initializer leaves it in /mnt/models, else the bundled "
+        f"{BUNDLED_MODEL_DIR.name} demo model.",
     )
     model.add_argument(
         "--model_class",

@@ -112,7 +112,7 @@ class Batcher:
                 live[0], loop.run_in_executor(self._executor, self.forward, live[0].arrays)
             )
             return
-        stacked = [np.concatenate(parts) for parts in zip(*(p.arrays for p in live))]
+        stacked = [np.concatenate(parts) for parts in zip(*(p.arrays for p in live), strict=False)]
         try:
             outputs = await loop.run_in_executor(self._executor, self.forward, stacked)
             total = stacked[0].shape[0]

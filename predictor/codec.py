@@ -70,9 +70,8 @@ def _check_values_fit(raw: np.ndarray, target: np.dtype, datatype: str, where: s
     if target.kind == "b" and kind != "b":
         raise InvalidInput(f"{where}: datatype BOOL takes true/false values, got {raw.dtype}")
     if target.kind in "iu":
-        if kind == "f":
-            if not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.trunc(raw)):
-                raise InvalidInput(f"{where}: datatype {datatype} takes integers, got fractions")
+        if kind == "f" and (not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.trunc(raw))):
+            raise InvalidInput(f"{where}: datatype {datatype} takes integers, got fractions")
         info = np.iinfo(target)
         low, high = raw.min(), raw.max()
         if low < info.min or high > info.max:

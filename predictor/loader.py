@@ -190,7 +190,7 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
     except Exception as error:  # torch raises many types for a corrupt file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"cannot load {weights}: {reason}") from None
-    if isinstance(module, torch.nn.Module) and not kind == "export":
+    if isinstance(module, torch.nn.Module) and kind != "export":
         module.eval()
     return LoadedModel(
         module, signature or default_signature(_forward_arity(module)), kind, weights

@@ -111,7 +111,7 @@ class TorchModel(Model):
         except Exception as error:
             shapes = ", ".join(
                 f"{s.name} {s.datatype} {list(a.shape)}"
-                for s, a in zip(self.signature.inputs, arrays)
+                for s, a in zip(self.signature.inputs, arrays, strict=False)
             )
             raise ModelLoadError(
                 f"warm-up inference ({shapes}) failed: {_first_line(error)}; describe the model's "
