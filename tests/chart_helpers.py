@@ -47,6 +47,10 @@ def values_of(name: str) -> dict[str, Any] | None:
     return helm.values_from_yaml(ci_values_files()[name].read_text())
 
 
+# Every chart render the tests look at: the defaults and each ci/ values file.
+RENDER_NAMES = ("default", *ci_values_files())
+
+
 @functools.cache
 def _chart() -> helm.Chart:
     return helm.Chart.load(CHART_DIR)

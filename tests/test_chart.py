@@ -9,6 +9,7 @@ from tests.chart_helpers import (
     CHART_DIR,
     NAMESPACE,
     RELEASE,
+    RENDER_NAMES,
     ci_values_files,
     core_validation_errors,
     objects,
@@ -20,7 +21,7 @@ from tests.chart_helpers import (
 )
 from tests.isvc_schema import validate_isvc
 
-RENDERS = ["default", *ci_values_files()]
+RENDERS = list(RENDER_NAMES)
 FULLNAME = f"{RELEASE}-torch-predictor"
 
 
