@@ -13,10 +13,10 @@ import sys
 from kserve import model_server
 from kserve.model_server import ModelServer
 
+from . import routes
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
-from .logs import RequestLogMiddleware, configure_request_log
+from .logs import configure_request_log
 from .model import ModelOptions, TorchModel
-from .routes import register_routes
 
 
 def positive_int(text: str) -> int:
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = model_server.app
-    register_routes(app, {model.name: model})
-    app.add_middleware(RequestLogMiddleware)
+    routes.install(model_server.app, {model.name: model})
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

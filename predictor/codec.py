@@ -43,6 +43,7 @@ def array_from_json(data: Any, datatype: str | None, where: str) -> np.ndarray:
     for float types, booleans for BOOL. Without one (V1 and /api/predict, which carry no
     types), numpy infers int64, float64 or bool, as torch.tensor(values) would.
     """
+    target = None if datatype is None else numpy_dtype(datatype, where)
     try:
         raw = np.asarray(data)
     except (ValueError, OverflowError) as error:
@@ -51,9 +52,8 @@ def array_from_json(data: Any, datatype: str | None, where: str) -> np.ndarray:
         if raw.size == 0 and datatype is None:
             return raw.astype(np.float32)
         raise InvalidInput(f"{where}: values must be numbers or booleans, not {_kind(raw)}")
-    if datatype is None:
+    if target is None:
         return raw
-    target = numpy_dtype(datatype, where)
     if raw.size:
         _check_values_fit(raw, target, datatype, where)
     return raw.astype(target, copy=False)
@@ -247,7 +247,7 @@ def encode_v2(
     for name in names:
         if name not in outputs:
             raise InvalidInput(f"unknown output {name!r}; the model gives {list(outputs)}")
-        array = np.ascontiguousarray(outputs[name])
+        array = np.require(outputs[name], requirements="C")
         entry: dict[str, Any] = {
             "name": name,
             "datatype": v2_datatype(array),

@@ -236,7 +236,7 @@ class TorchModel(Model):
         infer_outputs = []
         for name, array in outputs.items():
             output = InferOutput(name=name, shape=list(array.shape), datatype=v2_datatype(array))
-            output.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
+            output.set_data_from_numpy(np.require(array, requirements="C"), binary_data=True)
             infer_outputs.append(output)
         return InferResponse(
             response_id=result.id or "",

@@ -18,6 +18,7 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
 from . import codec
 from .errors import HANDLED_ERRORS, UnsupportedMediaType, message_of, status_of
+from .logs import RequestLogMiddleware
 from .model import TorchModel
 
 JSON_MEDIA_TYPES = {"", "application/json"}
@@ -157,9 +158,11 @@ def _legacy_error(message: str) -> dict:
     return {"error": True, "message": message}
 
 
-def register_routes(app: FastAPI, models: dict[str, TorchModel]) -> None:
-    """Add the predictor's routes to KServe's app; call before ModelServer.start()."""
+def install(app: FastAPI, models: dict[str, TorchModel]) -> None:
+    """Add the predictor's routes and request log to KServe's app, before KServe adds its own
+    (ModelServer.start), so these routes take precedence."""
     routes = Routes(models)
+    app.add_middleware(RequestLogMiddleware)
     app.add_api_route(
         "/v1/models/{model_name}:predict",
         kserve_errors(routes.v1_predict),

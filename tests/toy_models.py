@@ -1,0 +1,84 @@
+"""Small modules the tests save as every artifact kind the predictor loads.
+
+Importable as `tests.toy_models:Class`, the form `--model_class` takes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+class Affine(torch.nn.Module):
+    """y = x @ W + b for x of shape [N, 4]: a model with weights and a fixed input width."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class TwoInputs(torch.nn.Module):
+    """(a, b) -> (a + b, a * b): several named inputs and outputs."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a + b, a * b
+
+
+class Slow(torch.nn.Module):
+    """x -> 2x after a pause: shows whether inference blocks the event loop."""
+
+    delay_s = 1.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay_s)
+        return x * 2
+
+
+AFFINE_SIGNATURE = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
+}
+TWO_INPUTS_SIGNATURE = {
+    "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1]}, {"name": "b", "datatype": "FP32", "shape": [-1]}],
+    "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1]}, {"name": "product", "datatype": "FP32", "shape": [-1]}],
+}
+
+
+def seeded_affine() -> Affine:
+    torch.manual_seed(0)
+    return Affine().eval()
+
+
+def write_signature(directory: Path, signature: dict) -> None:
+    (directory / "model.json").write_text(json.dumps(signature))
+
+
+def save_torchscript(directory: Path, module: torch.nn.Module, signature: dict | None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(module).save(str(directory / "model.pt"))
+    if signature:
+        write_signature(directory, signature)
+    return directory
+
+
+def save_exported(directory: Path, module: torch.nn.Module, example: tuple) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    shapes = tuple({0: batch} for _ in example)
+    program = torch.export.export(module, example, dynamic_shapes=shapes)
+    torch.export.save(program, str(directory / "model.pt2"))
+    return directory
+
+
+def save_state_dict(directory: Path, module: torch.nn.Module, signature: dict | None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), str(directory / "weights.pth"))
+    if signature:
+        write_signature(directory, signature)
+    return directory
