@@ -30,16 +30,19 @@ def build_request(model: str, values: np.ndarray) -> service_pb2.ModelInferReque
     tensor = request.inputs.add()
     tensor.name = "input-0"
     tensor.datatype = "FP32"
-    tensor.shape.extend([values.size])
+    tensor.shape.extend(values.shape)
     request.raw_input_contents.append(values.astype("<f4").tobytes())
     return request
 
 
 def output_values(response: service_pb2.ModelInferResponse) -> np.ndarray:
-    """The first output of a ModelInfer response as a flat float32 array."""
+    """The first output of a ModelInfer response as a float32 array of its shape."""
+    shape = list(response.outputs[0].shape)
     if response.raw_output_contents:
-        return np.frombuffer(response.raw_output_contents[0], dtype="<f4")
-    return np.asarray(response.outputs[0].contents.fp32_contents, dtype=np.float32)
+        flat = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+    else:
+        flat = np.asarray(response.outputs[0].contents.fp32_contents, dtype=np.float32)
+    return flat.reshape(shape) if int(np.prod(shape)) == flat.size else flat
 
 
 def infer_once(target: str, model: str, values: np.ndarray, timeout: float = 10.0) -> np.ndarray:
@@ -50,9 +53,18 @@ def infer_once(target: str, model: str, values: np.ndarray, timeout: float = 10.
 
 
 async def run_load(
-    target: str, model: str, size: int, concurrency: int, seconds: float, max_requests: int
+    target: str,
+    model: str,
+    size: int,
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    rows: int = 0,
 ) -> dict:
-    values = np.linspace(0, 100, size, dtype=np.float32)
+    """rows=0 sends shape [size]; rows>0 sends shape [rows, size]."""
+    values = np.linspace(0, 100, size * max(rows, 1), dtype=np.float32)
+    if rows:
+        values = values.reshape(rows, size)
     request = build_request(model, values)
     latencies: list[float] = []
     errors = 0
@@ -95,10 +107,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=0, help="send [rows, size] (0: [size])")
     args = parser.parse_args()
     result = asyncio.run(
         run_load(
-            args.target, args.model, args.size, args.concurrency, args.seconds, args.max_requests
+            args.target,
+            args.model,
+            args.size,
+            args.concurrency,
+            args.seconds,
+            args.max_requests,
+            args.rows,
         )
     )
     print(json.dumps(result))

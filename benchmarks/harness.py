@@ -414,7 +414,7 @@ def measure(
 def check(server: RunningServer, scenario: Scenario, payload: Payload) -> None:
     """One request, answer compared with x*2: a server that computes wrongly is not timed."""
     if scenario.protocol == "grpc":
-        got = grpc_load.infer_once(server.grpc_target, MODEL, payload.values)
+        got = grpc_load.infer_once(server.grpc_target, MODEL, payload.values).ravel()
     else:
         headers = {"Content-Type": payload.content_type}
         if payload.header_length is not None:
