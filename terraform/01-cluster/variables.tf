@@ -208,4 +208,9 @@ variable "labels" {
     app        = "torch-predictor"
     managed-by = "terraform"
   }
+
+  validation {
+    condition     = alltrue([for k, v in var.labels : can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))])
+    error_message = "Label keys and values must be lowercase letters, digits, _ or - (keys start with a letter)."
+  }
 }
