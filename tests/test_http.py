@@ -81,7 +81,9 @@ def test_v2_json_every_datatype(client, datatype, data):
 def test_v2_json_nested_data_and_id(client):
     body = {
         "id": "req-7",
-        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [2, 2], "data": [[1, 2], [3, 4]]}],
+        "inputs": [
+            {"name": "input-0", "datatype": "FP32", "shape": [2, 2], "data": [[1, 2], [3, 4]]}
+        ],
     }
     response = client.post("/v2/models/model/infer", json=body)
     assert response.json()["id"] == "req-7"
@@ -114,7 +116,9 @@ def test_v2_scalar_and_empty_tensors(client):
 # ---- V2 binary extension ---------------------------------------------------------------------
 
 
-def binary_request(array: np.ndarray, datatype: str, binary_output: bool = True) -> tuple[bytes, dict]:
+def binary_request(
+    array: np.ndarray, datatype: str, binary_output: bool = True
+) -> tuple[bytes, dict]:
     header = orjson.dumps(
         {
             "inputs": [
@@ -277,12 +281,16 @@ BAD_V2 = [
         "unknown input 'wrong'",
     ),
     (
-        orjson.dumps(v2([{"name": "input-0", "datatype": "FP32", "shape": [2], "data": [[1], [1, 2]]}])),
+        orjson.dumps(
+            v2([{"name": "input-0", "datatype": "FP32", "shape": [2], "data": [[1], [1, 2]]}])
+        ),
         400,
         "ragged",
     ),
     (
-        orjson.dumps(v2([{"name": "input-0", "datatype": "FP32", "shape": [2], "data": ["a", "b"]}])),
+        orjson.dumps(
+            v2([{"name": "input-0", "datatype": "FP32", "shape": [2], "data": ["a", "b"]}])
+        ),
         400,
         "must be numbers",
     ),
@@ -341,7 +349,9 @@ def test_v2_wrong_content_type(client):
 
 def test_v2_octet_stream_without_header_length(client):
     response = client.post(
-        "/v2/models/model/infer", content=b"\x00" * 8, headers={"content-type": "application/octet-stream"}
+        "/v2/models/model/infer",
+        content=b"\x00" * 8,
+        headers={"content-type": "application/octet-stream"},
     )
     assert response.status_code == 400
     assert "Inference-Header-Content-Length" in response.json()["error"]
@@ -358,7 +368,16 @@ def test_v2_octet_stream_without_header_length(client):
 )
 def test_v2_bad_binary_framing(client, length, extra, fragment):
     header = orjson.dumps(
-        v2([{"name": "input-0", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 16}}])
+        v2(
+            [
+                {
+                    "name": "input-0",
+                    "datatype": "FP32",
+                    "shape": [4],
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        )
     )
     payload = extra if extra else b"\x00" * 16
     headers = {"inference-header-content-length": length or str(len(header))}
@@ -369,7 +388,16 @@ def test_v2_bad_binary_framing(client, length, extra, fragment):
 
 def test_v2_binary_size_disagrees_with_shape(client):
     header = orjson.dumps(
-        v2([{"name": "input-0", "datatype": "FP32", "shape": [3], "parameters": {"binary_data_size": 8}}])
+        v2(
+            [
+                {
+                    "name": "input-0",
+                    "datatype": "FP32",
+                    "shape": [3],
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        )
     )
     response = client.post(
         "/v2/models/model/infer",

@@ -45,8 +45,14 @@ AFFINE_SIGNATURE = {
     "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
 }
 TWO_INPUTS_SIGNATURE = {
-    "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1]}, {"name": "b", "datatype": "FP32", "shape": [-1]}],
-    "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1]}, {"name": "product", "datatype": "FP32", "shape": [-1]}],
+    "inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [-1]},
+        {"name": "b", "datatype": "FP32", "shape": [-1]},
+    ],
+    "outputs": [
+        {"name": "sum", "datatype": "FP32", "shape": [-1]},
+        {"name": "product", "datatype": "FP32", "shape": [-1]},
+    ],
 }
 
 
