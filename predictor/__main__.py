@@ -11,6 +11,7 @@ import logging
 import sys
 
 from kserve import model_server
+from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
 from . import routes
@@ -88,6 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_float,
         help="Adaptive batching: longest wait for more requests after the first one.",
     )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--max_request_bytes",
+        default=64 * 1024 * 1024,
+        type=positive_int,
+        help="Largest request body (REST, refused with 413 before it is read whole) and gRPC "
+        "message, unless --grpc_max_receive_message_length is given.",
+    )
+    limits.add_argument(
+        "--max_tensor_elements",
+        default=64 * 1024 * 1024,
+        type=positive_int,
+        help="Most elements one input tensor may have (413 past it).",
+    )
+    limits.add_argument(
+        "--max_inflight",
+        default=0,
+        type=int,
+        help="Most inference requests in flight; past it, 503 with Retry-After (gRPC: "
+        "UNAVAILABLE) at once, so the autoscaler sees the load. 0 means no limit.",
+    )
     runtime.add_argument(
         "--grace_period",
         default=30,
@@ -125,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_delay_ms=args.max_batch_delay_ms,
         inference_threads=args.inference_threads,
         workers=args.workers,
+        max_inflight=args.max_inflight,
+        max_tensor_elements=args.max_tensor_elements,
     )
     model = TorchModel(args.model_name, options)
     try:
@@ -132,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    routes.install(model_server.app, {model.name: model})
+    routes.install(model_server.app, {model.name: model}, args.max_request_bytes)
+    # KServe's gRPC server reads its limits from KServe's own parsed arguments.
+    for limit in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
+        if getattr(args, limit) == MAX_GRPC_MESSAGE_LENGTH:
+            setattr(model_server.args, limit, args.max_request_bytes)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -23,6 +23,12 @@ class PayloadTooLarge(InvalidInput):
 class Overloaded(ModelNotReady):
     """More requests in flight than --max_inflight; the caller should retry later."""
 
+    retry_after_s = 1
+
+    def __init__(self, model_name: str, detail: str) -> None:
+        super().__init__(model_name, detail)
+        self.error_msg = f"model {model_name} is overloaded: {detail}"
+
 
 # Most specific first: the first match gives the status.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (

@@ -14,6 +14,8 @@ import uuid
 
 import orjson
 
+from .metrics import LATENCY, REQUESTS, protocol_of
+
 access_logger = logging.getLogger("predictor.access")
 
 
@@ -46,10 +48,12 @@ def _is_probe(method: str, path: str) -> bool:
 
 
 class RequestLogMiddleware:
-    """Pure ASGI middleware: cheap enough for every request on the hot path."""
+    """Pure ASGI middleware, cheap enough for every request on the hot path: the request id,
+    one JSON log line, and the request metrics of the REST inference paths."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, model_name: str = "") -> None:
         self.app = app
+        self.model_name = model_name
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -79,6 +83,11 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - start
+            protocol = protocol_of(scope["path"])
+            if protocol is not None:
+                REQUESTS.labels(self.model_name, protocol, str(status)).inc()
+                LATENCY.labels(self.model_name, protocol).observe(elapsed)
             level = logging.DEBUG if _is_probe(scope["method"], scope["path"]) else logging.INFO
             if access_logger.isEnabledFor(level):
                 fields = {
@@ -86,7 +95,7 @@ class RequestLogMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "duration_ms": round(elapsed * 1000, 3),
                 }
                 error = scope.get("state", {}).get("error")
                 if error:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +21,16 @@ import numpy as np
 import torch
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import cpu_count
 
 from . import codec
 from .batching import Batcher
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
+from .errors import HANDLED_ERRORS, Overloaded, PayloadTooLarge, status_of
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
+from .metrics import BATCH_SIZE, IN_FLIGHT, LATENCY, MODEL_HEALTHY, REJECTED, REQUESTS
 
 logger = logging.getLogger("predictor")
 
@@ -41,6 +45,12 @@ class ModelOptions:
     max_batch_delay_ms: float = 5.0
     inference_threads: int = 1
     workers: int = 1
+    max_inflight: int = 0  # 0: no limit
+    max_tensor_elements: int = 64 * 1024 * 1024
+
+
+# After this many inference failures in a row (not the client's fault), readiness fails.
+UNHEALTHY_AFTER_FAILURES = 5
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,6 +74,8 @@ class TorchModel(Model):
         self.compute_dtype: torch.dtype | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._batcher: Batcher | None = None
+        self.inflight = 0
+        self.consecutive_failures = 0
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -84,7 +96,10 @@ class TorchModel(Model):
         )
         if options.max_batch_size > 1:
             self._batcher = Batcher(
-                self.forward, options.max_batch_size, options.max_batch_delay_ms / 1000.0
+                self.forward,
+                options.max_batch_size,
+                options.max_batch_delay_ms / 1000.0,
+                on_batch=BATCH_SIZE.labels(self.name).observe,
             )
         self._warm_up()
         logger.info(
@@ -95,7 +110,12 @@ class TorchModel(Model):
             self.device,
         )
         self.ready = True
+        MODEL_HEALTHY.labels(self.name).set(1)
         return True
+
+    async def healthy(self) -> bool:
+        """Ready once loaded and warmed up, and for as long as inference keeps working."""
+        return self.ready and self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
 
     def _warm_up(self) -> None:
         """One inference on zeros shaped like the signature, so the first request is fast
@@ -157,12 +177,51 @@ class TorchModel(Model):
         return [inputs[name] for name in expected]
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model on named inputs without blocking the event loop."""
+        """Run the model on named inputs without blocking the event loop.
+
+        Refuses work past --max_inflight (503, so an autoscaler sees the pressure and
+        callers retry) and tensors past --max_tensor_elements (413).
+        """
         arrays = self.order_inputs(inputs)
-        if self._batcher is not None:
-            return await self._batcher.submit(arrays)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.forward, arrays)
+        limit = self.options.max_tensor_elements
+        for name, array in zip(self.signature.input_names, arrays, strict=True):
+            if array.size > limit:
+                REJECTED.labels(self.name, "too_large").inc()
+                raise PayloadTooLarge(
+                    f"input {name!r} has {array.size} elements; the limit is {limit} "
+                    "(--max_tensor_elements)"
+                )
+        if self.options.max_inflight and self.inflight >= self.options.max_inflight:
+            REJECTED.labels(self.name, "overload").inc()
+            raise Overloaded(
+                self.name, f"{self.inflight} requests in flight (--max_inflight); retry shortly"
+            )
+        self.inflight += 1
+        IN_FLIGHT.labels(self.name).inc()
+        try:
+            if self._batcher is not None:
+                outputs = await self._batcher.submit(arrays)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(self._executor, self.forward, arrays)
+        except InvalidInput:
+            raise
+        except Exception:
+            self._record_health(failed=True)
+            raise
+        finally:
+            self.inflight -= 1
+            IN_FLIGHT.labels(self.name).dec()
+        self._record_health(failed=False)
+        return outputs
+
+    def _record_health(self, failed: bool) -> None:
+        was_healthy = self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
+        self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+        healthy = self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
+        if healthy != was_healthy:
+            MODEL_HEALTHY.labels(self.name).set(int(healthy))
+            logger.warning("model %s is %s", self.name, "healthy again" if healthy else "failing")
 
     def forward(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Call the module on numpy arrays; runs on an inference thread."""
@@ -218,6 +277,21 @@ class TorchModel(Model):
 
     def validate(self, payload: Any) -> Any:
         return payload
+
+    async def __call__(
+        self, body: Any, headers: dict | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> Any:
+        """KServe's own path (gRPC): counted in the predictor's metrics like REST is."""
+        start = time.perf_counter()
+        status = 200
+        try:
+            return await super().__call__(body, headers, verb)
+        except Exception as error:
+            status = status_of(error) if isinstance(error, HANDLED_ERRORS) else 500
+            raise
+        finally:
+            REQUESTS.labels(self.name, "grpc", str(status)).inc()
+            LATENCY.labels(self.name, "grpc").observe(time.perf_counter() - start)
 
     async def preprocess(self, payload: InferRequest | dict, headers: dict | None = None) -> Any:
         if isinstance(payload, InferRequest):

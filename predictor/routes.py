@@ -17,7 +17,8 @@ from fastapi import FastAPI, Request, Response
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
 from . import codec
-from .errors import HANDLED_ERRORS, UnsupportedMediaType, message_of, status_of
+from .errors import HANDLED_ERRORS, Overloaded, UnsupportedMediaType, message_of, status_of
+from .limits import BodyLimitMiddleware
 from .logs import RequestLogMiddleware
 from .model import TorchModel
 
@@ -73,7 +74,10 @@ def _error_response(request: Request, error: Exception, envelope) -> Response:
     """The error as a response; the message also goes into the request's log line."""
     message = message_of(error)
     request.state.error = message
-    return Response(codec.dumps(envelope(message)), status_of(error), media_type="application/json")
+    headers = {"retry-after": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
+    return Response(
+        codec.dumps(envelope(message)), status_of(error), headers, media_type="application/json"
+    )
 
 
 def kserve_errors(handler):
@@ -158,11 +162,13 @@ def _legacy_error(message: str) -> dict:
     return {"error": True, "message": message}
 
 
-def install(app: FastAPI, models: dict[str, TorchModel]) -> None:
-    """Add the predictor's routes and request log to KServe's app, before KServe adds its own
-    (ModelServer.start), so these routes take precedence."""
+def install(app: FastAPI, models: dict[str, TorchModel], max_request_bytes: int) -> None:
+    """Add the predictor's routes, request log and size limit to KServe's app, before KServe
+    adds its own routes (ModelServer.start), so these take precedence."""
     routes = Routes(models)
-    app.add_middleware(RequestLogMiddleware)
+    name = next(iter(models))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_request_bytes, model_name=name)
+    app.add_middleware(RequestLogMiddleware, model_name=name)
     app.add_api_route(
         "/v1/models/{model_name}:predict",
         kserve_errors(routes.v1_predict),

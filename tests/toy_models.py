@@ -88,3 +88,25 @@ def save_state_dict(directory: Path, module: torch.nn.Module, signature: dict | 
     if signature:
         write_signature(directory, signature)
     return directory
+
+
+class FailsOnNegative(torch.nn.Module):
+    """x -> 2x, but raises (a model bug, not the client's fault) when x sums below zero."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.sum()) < 0:
+            raise KeyError("internal lookup failed")
+        return x * 2
+
+
+class BatchRecorder(torch.nn.Module):
+    """x -> 2x, remembering the batch size of every call; NaN input is refused like a bad
+    request would be, so batching can be shown to fail only the request at fault."""
+
+    batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(torch.isnan(x).any()):
+            raise ValueError("NaN in input")
+        BatchRecorder.batch_sizes.append(int(x.shape[0]) if x.dim() else 0)
+        return x * 2

@@ -1,0 +1,51 @@
+"""Prometheus metrics, served on KServe's /metrics beside KServe's own histograms.
+
+Requests are counted by model, protocol (v1, v2, legacy, grpc) and status code, so a
+dashboard can tell client errors from server errors and overload rejections.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "predictor_requests_total",
+    "Inference requests answered, by model, protocol and status code.",
+    ["model", "protocol", "status"],
+)
+LATENCY = Histogram(
+    "predictor_request_duration_seconds",
+    "Time from a request's arrival to its answer, by model and protocol.",
+    ["model", "protocol"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge(
+    "predictor_inflight_requests", "Inference requests being worked on now.", ["model"]
+)
+REJECTED = Counter(
+    "predictor_rejected_requests_total",
+    "Requests refused before inference, by reason (overload, too_large).",
+    ["model", "reason"],
+)
+BATCH_SIZE = Histogram(
+    "predictor_batch_size",
+    "Rows per forward call when adaptive batching is on.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+MODEL_HEALTHY = Gauge(
+    "predictor_model_healthy",
+    "1 while the model answers; 0 after consecutive inference failures (readiness fails too).",
+    ["model"],
+)
+
+
+def protocol_of(path: str) -> str | None:
+    """The protocol an HTTP inference path speaks, or None for every other path."""
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return "v1"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "v2"
+    if path.rstrip("/") == "/api/predict":
+        return "legacy"
+    return None

@@ -1,0 +1,79 @@
+"""Adaptive batching on the CPU: concurrent requests share one forward call, results go
+back to the right caller, and one bad request fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from kserve.errors import InvalidInput
+
+from predictor.model import ModelOptions, TorchModel
+from tests import toy_models
+from tests.toy_models import BatchRecorder
+
+
+@pytest.fixture
+def batched_model(tmp_path) -> TorchModel:
+    toy_models.save_state_dict(tmp_path, BatchRecorder(), None)
+    model = TorchModel(
+        "batched",
+        ModelOptions(
+            model_dir=str(tmp_path),
+            model_class="tests.toy_models:BatchRecorder",
+            max_batch_size=8,
+            max_batch_delay_ms=200,
+        ),
+    )
+    model.load()
+    BatchRecorder.batch_sizes.clear()
+    return model
+
+
+def run_concurrently(model: TorchModel, arrays: list[np.ndarray]) -> list:
+    async def all_at_once():
+        calls = [model.infer({"input-0": array}) for array in arrays]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    return asyncio.run(all_at_once())
+
+
+def test_concurrent_requests_share_one_forward_call(batched_model):
+    arrays = [np.full((1, 3), i, np.float32) for i in range(8)]
+    results = run_concurrently(batched_model, arrays)
+    assert BatchRecorder.batch_sizes == [8]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["output-0"], np.full((1, 3), 2 * i, np.float32))
+
+
+def test_batch_is_capped_at_max_batch_size(batched_model):
+    arrays = [np.full((3, 2), i, np.float32) for i in range(4)]  # 12 rows, limit 8
+    results = run_concurrently(batched_model, arrays)
+    assert sorted(BatchRecorder.batch_sizes) == [6, 6]
+    for i, result in enumerate(results):
+        assert result["output-0"].shape == (3, 2) and float(result["output-0"][0, 0]) == 2 * i
+
+
+def test_one_bad_request_fails_alone(batched_model):
+    arrays = [np.ones((1, 2), np.float32) * i for i in range(4)]
+    arrays[2] = np.array([[np.nan, 1.0]], np.float32)
+    results = run_concurrently(batched_model, arrays)
+    assert isinstance(results[2], InvalidInput) and "NaN in input" in str(results[2])
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(results[i]["output-0"], np.ones((1, 2)) * 2 * i)
+
+
+def test_different_shapes_are_not_stacked(batched_model):
+    arrays = [np.ones((1, 3), np.float32), np.ones((1, 5), np.float32), np.ones((1, 3), np.float32)]
+    results = run_concurrently(batched_model, arrays)
+    assert sorted(BatchRecorder.batch_sizes) == [1, 2]
+    assert [r["output-0"].shape for r in results] == [(1, 3), (1, 5), (1, 3)]
+
+
+def test_scalars_run_alone(batched_model):
+    results = run_concurrently(
+        batched_model, [np.array(3.0, np.float32), np.ones((2,), np.float32)]
+    )
+    assert results[0]["output-0"].shape == () and float(results[0]["output-0"]) == 6.0
+    assert results[1]["output-0"].tolist() == [2.0, 2.0]

@@ -1,0 +1,108 @@
+"""Bounded resources and honest health: size limits, overload, failing models, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from predictor.errors import Overloaded, PayloadTooLarge
+from predictor.model import UNHEALTHY_AFTER_FAILURES, ModelOptions, TorchModel
+from tests import toy_models
+
+LIMIT = 1024 * 1024  # the client fixture's --max_request_bytes
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(client):
+    body = b"[" + b"1," * LIMIT + b"1]"
+    response = client.post(
+        "/v1/models/model:predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "--max_request_bytes" in response.json()["error"]
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    def chunks():
+        for _ in range(40):
+            yield b" " * 65536
+
+    response = client.post("/v2/models/model/infer", content=chunks())
+    assert response.status_code == 413
+
+
+def test_legacy_api_keeps_its_envelope_for_413(client):
+    response = client.post("/api/predict/", content=b" " * (LIMIT + 1))
+    assert response.status_code == 413
+    assert response.json()["error"] is True and "bytes" in response.json()["message"]
+
+
+def test_tensor_element_limit(tmp_path):
+    model = TorchModel("m", ModelOptions(max_tensor_elements=10))
+    model.load()
+    assert asyncio.run(model.infer({"input-0": np.ones(10, np.float32)}))["output-0"].sum() == 20
+    with pytest.raises(PayloadTooLarge, match="11 elements; the limit is 10"):
+        asyncio.run(model.infer({"input-0": np.ones(11, np.float32)}))
+
+
+def test_overload_is_refused_at_once(tmp_path):
+    toy_models.save_state_dict(tmp_path, toy_models.Slow(), None)
+    toy_models.Slow.delay_s = 0.3
+    model = TorchModel(
+        "slow",
+        ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:Slow", max_inflight=1),
+    )
+    model.load()
+
+    async def two_at_once():
+        x = {"input-0": np.ones(1, np.float32)}
+        return await asyncio.gather(model.infer(x), model.infer(x), return_exceptions=True)
+
+    first, second = asyncio.run(two_at_once())
+    assert first["output-0"].tolist() == [2.0]
+    assert isinstance(second, Overloaded) and "retry" in str(second)
+    assert model.inflight == 0
+
+
+def test_failing_model_fails_readiness_and_recovers(tmp_path):
+    toy_models.save_state_dict(tmp_path, toy_models.FailsOnNegative(), None)
+    model = TorchModel(
+        "flaky",
+        ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:FailsOnNegative"),
+    )
+    model.load()
+    assert asyncio.run(model.healthy())
+    for _ in range(UNHEALTHY_AFTER_FAILURES):
+        with pytest.raises(KeyError):
+            asyncio.run(model.infer({"input-0": -np.ones(2, np.float32)}))
+    assert not asyncio.run(model.healthy())
+    assert asyncio.run(model.infer({"input-0": np.ones(2, np.float32)}))["output-0"].tolist() == [
+        2,
+        2,
+    ]
+    assert asyncio.run(model.healthy())
+
+
+def test_client_errors_do_not_count_against_health(client, demo_model):
+    for _ in range(UNHEALTHY_AFTER_FAILURES + 1):
+        assert (
+            client.post(
+                "/v2/models/model/infer",
+                json={"inputs": [{"name": "bad", "datatype": "FP32", "shape": [1], "data": [1]}]},
+            ).status_code
+            == 400
+        )
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_metrics_count_requests_by_protocol_and_status(client):
+    client.post("/v1/models/model:predict", json={"instances": [1]})
+    client.post("/v1/models/model:predict", json={"instances": []})
+    client.post("/api/predict/", json={"values_list": [1]})
+    text = client.get("/metrics").text
+    assert 'predictor_requests_total{model="model",protocol="v1",status="200"}' in text
+    assert 'predictor_requests_total{model="model",protocol="v1",status="400"}' in text
+    assert 'predictor_requests_total{model="model",protocol="legacy",status="200"}' in text
+    assert "predictor_request_duration_seconds_bucket" in text
+    assert 'predictor_model_healthy{model="model"} 1.0' in text
