@@ -274,7 +274,9 @@ class FakeKubeAPI:
         since = int(query.get("resourceVersion", ["0"])[0] or 0)
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")  # each event reaches the client now
         handler.end_headers()
+        handler.close_connection = True
         with self._changed:
             if since:
                 pending = [(t, o) for rv, c, t, o in self.events if rv > since and c == collection]
@@ -288,8 +290,8 @@ class FakeKubeAPI:
         while True:
             for kind, obj in pending:
                 if name is None or obj["metadata"]["name"] == name:
-                    line = json.dumps({"type": kind, "object": obj}) + "\n"
-                    handler.wfile.write(line.encode())
+                    line = (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             handler.wfile.flush()
             with self._changed:
                 self._changed.wait_for(
@@ -299,12 +301,15 @@ class FakeKubeAPI:
                 pending = [(t, o) for rv, c, t, o in self.events if rv > seen and c == collection]
                 seen = self._rv
                 if self._stopping or (not pending and time.monotonic() >= deadline):
-                    return
+                    break
+        handler.wfile.write(b"0\r\n\r\n")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args) -> None:
                 pass
 
@@ -320,14 +325,19 @@ class FakeKubeAPI:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 match = PATH.match(url.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if length else b""
                 try:
                     if not match:
                         raise ApiError(404, "NotFound", f"no route for {url.path}")
                     collection = url.path[: match.start("plural")] + match["plural"]
                     name = match["name"]
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = json.loads(self.rfile.read(length)) if length else None
-                    if method == "GET" and name is None and query.get("watch") == ["true"]:
+                    try:
+                        body = json.loads(data) if data else None
+                    except ValueError as err:
+                        raise ApiError(400, "BadRequest", f"invalid JSON: {err}") from err
+                    watching = query.get("watch", [""])[0].lower() in ("true", "1")
+                    if method == "GET" and name is None and watching:
                         return api._watch(self, collection, query)
                     if method == "GET" and name is None:
                         wanted = _field_name(query)

@@ -303,11 +303,12 @@ def test_waiting_follows_the_watch_until_the_controller_catches_up(tmp_path):
     """The controller reconciles 1 s after each write: the CLI's first read finds the old
     status, so it succeeds only by watching the object change."""
     with FakeKubeAPI(validator=validate_isvc) as api:
-        KServeSimulator(
+        kserve = KServeSimulator(
             api, {OLD: "http://127.0.0.1:9/old", NEW: "http://127.0.0.1:9/new"}, delay=1.0
         )
         kubeconfig = api.kubeconfig(tmp_path / "kubeconfig", namespace="ml")
         api.create(COLLECTION, manifest())
+        kserve.reconcile(COLLECTION, "torch")
         result = rollout_cli(
             kubeconfig,
             "start",
