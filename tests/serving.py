@@ -62,7 +62,7 @@ class PredictorProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
-        self._log = tempfile.TemporaryFile(mode="w+")
+        self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
 
     @property
     def http_url(self) -> str:

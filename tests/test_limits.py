@@ -46,9 +46,9 @@ def test_tensor_element_limit(tmp_path):
         asyncio.run(model.infer({"input-0": np.ones(11, np.float32)}))
 
 
-def test_overload_is_refused_at_once(tmp_path):
+def test_overload_is_refused_at_once(tmp_path, monkeypatch):
     toy_models.save_state_dict(tmp_path, toy_models.Slow(), None)
-    toy_models.Slow.delay_s = 0.3
+    monkeypatch.setattr(toy_models.Slow, "delay_s", 0.3)
     model = TorchModel(
         "slow",
         ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:Slow", max_inflight=1),
