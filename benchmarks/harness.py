@@ -606,7 +606,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
-    args.command_line = "benchmarks/run.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    args.command_line = " ".join(["benchmarks/run.sh", *given])
     if args.quick:
         args.slices, args.seconds, args.warmup = 2, 2.0, 1.0
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
