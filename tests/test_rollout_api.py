@@ -323,3 +323,23 @@ def test_waiting_follows_the_watch_until_the_controller_catches_up(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "torch-predictor-00002(latest)=30%" in result.stdout
         assert api.errors == []
+
+
+def test_rollback_without_a_rollout_changes_nothing(cluster):
+    api, kubeconfig, _ = cluster
+    before = stored(api)
+    result = rollout_cli(kubeconfig, "rollback", "torch")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to roll back" in result.stdout
+    assert stored(api) == before
+
+
+def test_start_with_the_model_already_served_is_refused(cluster):
+    api, kubeconfig, _ = cluster
+    before = stored(api)
+    result = rollout_cli(kubeconfig, "start", "torch", "--storage-uri", OLD, "--percent", "10")
+    assert result.returncode == 1
+    assert f"already serves image=ghcr.io/torch-kserve/torch-predictor storageUri={OLD}" in (
+        result.stderr
+    )
+    assert stored(api) == before

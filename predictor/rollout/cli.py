@@ -213,7 +213,11 @@ class Rollout:
         return 0
 
     def rollback(self) -> int:
-        drain, restore = spec.rollback_patches(self.cluster.get(self.args.name))
+        obj = self.cluster.get(self.args.name)
+        drain, restore = spec.rollback_patches(obj)
+        if restore is None and "canaryTrafficPercent" not in spec.predictor_of(obj):
+            say(f"nothing to roll back: no rollout in progress on {self.where}")
+            return 0
         patched = self.patch(drain, "rollback: canary to 0%")
         if patched is not None:
             self.wait(patched, canary_drained, "the previous revision to get all the traffic")

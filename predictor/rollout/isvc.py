@@ -100,11 +100,23 @@ def start_patch(isvc: dict, percent: int, image: str | None, storage_uri: str | 
         raise RolloutError("give --image or --storage-uri")
     check_percent(percent)
     predictor = predictor_of(isvc)
+    current = model_of(predictor)
+    if (image or current["image"], storage_uri or current["storageUri"]) == (
+        current["image"],
+        current["storageUri"],
+    ):
+        # Knative makes no new revision for an unchanged template: nothing to canary.
+        raise RolloutError(
+            f"{name_of(isvc)} already serves image={current['image']} "
+            f"storageUri={current['storageUri']}"
+        )
     annotations = {TAG_ROUTING_ANNOTATION: "true"}
     if PREVIOUS_SPEC_ANNOTATION not in annotations_of(isvc):
         # A second `start` during a rollout keeps the spec of the last promoted revision.
         stable = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
-        annotations[PREVIOUS_SPEC_ANNOTATION] = json.dumps(stable, sort_keys=True)
+        annotations[PREVIOUS_SPEC_ANNOTATION] = json.dumps(
+            stable, sort_keys=True, separators=(",", ":")
+        )
     return {
         "metadata": {
             "resourceVersion": isvc.get("metadata", {}).get("resourceVersion"),
