@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Threads running the model off the event loop (torch's own threads split the cores).",
     )
     runtime.add_argument(
+        "--inline_max_us",
+        default=200.0,
+        type=non_negative_float,
+        help="Run a forward call on the event loop when the model's measured cost predicts it "
+        "takes at most this many microseconds (cheaper than a thread hand-off); slower calls go "
+        "to the inference threads. 0 sends every call to the threads.",
+    )
+    runtime.add_argument(
         "--max_batch_size",
         default=1,
         type=positive_int,
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         inference_threads=args.inference_threads,
         workers=args.workers,
         max_inflight=args.max_inflight,
+        inline_max_us=args.inline_max_us,
         max_tensor_elements=args.max_tensor_elements,
     )
     model = TorchModel(args.model_name, options)
@@ -156,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    routes.install(model_server.app, {model.name: model}, args.max_request_bytes)
+    routes.install(
+        model_server.app,
+        {model.name: model},
+        args.max_request_bytes,
+        latency_logging=args.enable_latency_logging,
+    )
     # KServe's gRPC server reads its limits from KServe's own parsed arguments.
     for limit in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
         if getattr(args, limit) == MAX_GRPC_MESSAGE_LENGTH:

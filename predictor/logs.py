@@ -7,10 +7,11 @@ pod's log is not a list of kubelet probes.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import sys
 import time
-import uuid
 
 import orjson
 
@@ -33,12 +34,37 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique per process and cheap: a random prefix and a counter."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+
+class _DropGrpcMethodLines(logging.Filter):
+    """KServe's gRPC interceptor logs "grpc method: ..." for every call; the predictor logs
+    its own JSON line per request instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("grpc method:")
+
+
 def configure_request_log(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     access_logger.handlers = [handler]
     access_logger.setLevel(level)
     access_logger.propagate = False
+    logging.getLogger("kserve").addFilter(_DropGrpcMethodLines())
+
+
+def log_request(fields: dict, quiet: bool = False) -> None:
+    """One JSON line for one request (DEBUG for probes, so they stay out of the log)."""
+    level = logging.DEBUG if quiet else logging.INFO
+    if access_logger.isEnabledFor(level):
+        access_logger.log(level, "request", extra={"fields": fields})
 
 
 def _is_probe(method: str, path: str) -> bool:
@@ -65,7 +91,7 @@ class RequestLogMiddleware:
                 request_id = value.decode("latin-1")[:128]
                 break
         if request_id is None:
-            request_id = uuid.uuid4().hex
+            request_id = new_request_id()
             scope["headers"] = [*scope["headers"], (b"x-request-id", request_id.encode())]
         start = time.perf_counter()
         status = 500
@@ -88,16 +114,14 @@ class RequestLogMiddleware:
             if protocol is not None:
                 REQUESTS.labels(self.model_name, protocol, str(status)).inc()
                 LATENCY.labels(self.model_name, protocol).observe(elapsed)
-            level = logging.DEBUG if _is_probe(scope["method"], scope["path"]) else logging.INFO
-            if access_logger.isEnabledFor(level):
-                fields = {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                }
-                error = scope.get("state", {}).get("error")
-                if error:
-                    fields["error"] = error
-                access_logger.log(level, "request", extra={"fields": fields})
+            fields = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            }
+            error = scope.get("state", {}).get("error")
+            if error:
+                fields["error"] = error
+            log_request(fields, quiet=_is_probe(scope["method"], scope["path"]))

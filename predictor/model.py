@@ -23,13 +23,14 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from kserve.utils.utils import cpu_count
 
 from . import codec
 from .batching import Batcher
+from .cpus import available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .errors import HANDLED_ERRORS, Overloaded, PayloadTooLarge, status_of
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
+from .logs import log_request, new_request_id
 from .metrics import BATCH_SIZE, IN_FLIGHT, LATENCY, MODEL_HEALTHY, REJECTED, REQUESTS
 
 logger = logging.getLogger("predictor")
@@ -46,6 +47,8 @@ class ModelOptions:
     inference_threads: int = 1
     workers: int = 1
     max_inflight: int = 0  # 0: no limit
+    # Forwards predicted to take at most this long run on the event loop (0: never).
+    inline_max_us: float = 200.0
     max_tensor_elements: int = 64 * 1024 * 1024
 
 
@@ -76,6 +79,7 @@ class TorchModel(Model):
         self._batcher: Batcher | None = None
         self.inflight = 0
         self.consecutive_failures = 0
+        self.cost = ForwardCost()
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -84,7 +88,7 @@ class TorchModel(Model):
         options = self.options
         self.device = resolve_device(options.device)
         # Split the cores between server workers so they don't oversubscribe them.
-        torch.set_num_threads(max(1, cpu_count() // max(1, options.workers)))
+        torch.set_num_threads(max(1, available_cpus() // max(1, options.workers)))
         self.loaded = load_model(
             resolve_model_dir(options.model_dir), options.model_class, self.device
         )
@@ -201,6 +205,8 @@ class TorchModel(Model):
         try:
             if self._batcher is not None:
                 outputs = await self._batcher.submit(arrays)
+            elif self.cost.predict_us(arrays) <= self.options.inline_max_us:
+                outputs = self.forward(arrays)
             else:
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(self._executor, self.forward, arrays)
@@ -228,8 +234,12 @@ class TorchModel(Model):
         float_dtype = next((a.dtype for a in arrays if a.dtype.kind == "f"), np.dtype(np.float32))
         with torch.inference_mode():
             tensors = [self._to_device(array) for array in arrays]
+            start = time.perf_counter()
             try:
                 result = self.loaded.module(*tensors)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                self.cost.record(arrays, time.perf_counter() - start)
             except torch.OutOfMemoryError as error:
                 raise InferenceError(
                     f"out of memory running the model: {_first_line(error)}"
@@ -283,15 +293,27 @@ class TorchModel(Model):
     ) -> Any:
         """KServe's own path (gRPC): counted in the predictor's metrics like REST is."""
         start = time.perf_counter()
-        status = 200
+        status, error_message = 200, None
         try:
             return await super().__call__(body, headers, verb)
         except Exception as error:
             status = status_of(error) if isinstance(error, HANDLED_ERRORS) else 500
+            error_message = str(error)
             raise
         finally:
+            elapsed = time.perf_counter() - start
             REQUESTS.labels(self.name, "grpc", str(status)).inc()
-            LATENCY.labels(self.name, "grpc").observe(time.perf_counter() - start)
+            LATENCY.labels(self.name, "grpc").observe(elapsed)
+            fields = {
+                "request_id": (headers or {}).get("x-request-id") or new_request_id(),
+                "method": "grpc",
+                "path": f"ModelInfer/{self.name}",
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            }
+            if error_message:
+                fields["error"] = error_message
+            log_request(fields)
 
     async def preprocess(self, payload: InferRequest | dict, headers: dict | None = None) -> Any:
         if isinstance(payload, InferRequest):
@@ -318,6 +340,34 @@ class TorchModel(Model):
             infer_outputs=infer_outputs,
             use_binary_outputs=True,
         )
+
+
+class ForwardCost:
+    """What the module's forward costs, learnt from every call, to tell whether a call is
+    cheap enough to run on the event loop (cheaper than decoding its own request) or must
+    go to the inference thread so health probes and other requests are not held up.
+
+    The estimate for a call is the larger of the cheapest call seen so far (a fixed cost
+    that even tiny inputs pay) and the recent cost per element times the call's elements.
+    Until the warm-up has measured the model, nothing runs inline.
+    """
+
+    def __init__(self) -> None:
+        self.floor_s = math.inf
+        self.per_element_s = math.inf
+
+    def record(self, arrays: list[np.ndarray], seconds: float) -> None:
+        elements = max(1, sum(a.size for a in arrays))
+        self.floor_s = min(self.floor_s, seconds)
+        sample = seconds / elements
+        if math.isinf(self.per_element_s):
+            self.per_element_s = sample
+        else:  # a moving average that follows a model whose cost changes
+            self.per_element_s += 0.2 * (sample - self.per_element_s)
+
+    def predict_us(self, arrays: list[np.ndarray]) -> float:
+        elements = max(1, sum(a.size for a in arrays))
+        return max(self.floor_s, self.per_element_s * elements) * 1e6
 
 
 @dataclass

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import functools
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from . import codec
 from .errors import HANDLED_ERRORS, Overloaded, UnsupportedMediaType, message_of, status_of
@@ -54,10 +57,6 @@ LEGACY_BODY = {
 }
 
 
-def _openapi(schema: dict) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -84,9 +83,9 @@ def kserve_errors(handler):
     """Answer KServe's errors in KServe's format, {"error": "..."}, without a traceback."""
 
     @functools.wraps(handler)
-    async def guarded(request: Request, **path):
+    async def guarded(request: Request) -> Response:
         try:
-            return await handler(request, **path)
+            return await handler(request)
         except HANDLED_ERRORS as error:
             return _error_response(request, error, lambda message: {"error": message})
 
@@ -105,16 +104,16 @@ class Routes:
             raise ModelNotReady(name)
         return model
 
-    async def v1_predict(self, request: Request, model_name: str) -> Response:
-        model = self.model(model_name)
+    async def v1_predict(self, request: Request) -> Response:
+        model = self.model(request.path_params["model_name"])
         _require_json(request)
         document = codec.parse_json(await request.body())
         inputs = codec.decode_v1(document, model.signature.input_names, model.input_datatypes)
         outputs = await model.infer(inputs)
         return Response(codec.encode_v1(outputs), media_type="application/json")
 
-    async def v2_infer(self, request: Request, model_name: str, model_version: str | None = None):
-        model = self.model(model_name)
+    async def v2_infer(self, request: Request) -> Response:
+        model = self.model(request.path_params["model_name"])
         body = await request.body()
         header_length = request.headers.get(codec.HEADER_LENGTH)
         if header_length is not None:
@@ -162,38 +161,94 @@ def _legacy_error(message: str) -> dict:
     return {"error": True, "message": message}
 
 
-def install(app: FastAPI, models: dict[str, TorchModel], max_request_bytes: int) -> None:
-    """Add the predictor's routes, request log and size limit to KServe's app, before KServe
-    adds its own routes (ModelServer.start), so these take precedence."""
+def install(
+    app: FastAPI, models: dict[str, TorchModel], max_request_bytes: int, latency_logging: bool
+) -> None:
+    """Put the predictor's routes, request log and size limit on KServe's app.
+
+    The routes are plain Starlette routes placed ahead of KServe's (so they win), without
+    FastAPI's per-request dependency resolution; the OpenAPI document still describes them.
+    """
     routes = Routes(models)
     name = next(iter(models))
+    handlers = [
+        ("/v1/models/{model_name}:predict", kserve_errors(routes.v1_predict)),
+        ("/v2/models/{model_name}/infer", kserve_errors(routes.v2_infer)),
+        ("/v2/models/{model_name}/versions/{model_version}/infer", kserve_errors(routes.v2_infer)),
+        ("/api/predict", routes.legacy_predict),
+        ("/api/predict/", routes.legacy_predict),
+    ]
+    app.router.routes[0:0] = [Route(path, handler, methods=["POST"]) for path, handler in handlers]
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_request_bytes, model_name=name)
     app.add_middleware(RequestLogMiddleware, model_name=name)
-    app.add_api_route(
-        "/v1/models/{model_name}:predict",
-        kserve_errors(routes.v1_predict),
-        methods=["POST"],
-        tags=["V1"],
-        openapi_extra=_openapi(V1_BODY),
-    )
-    for path in (
-        "/v2/models/{model_name}/infer",
-        "/v2/models/{model_name}/versions/{model_version}/infer",
-    ):
-        app.add_api_route(
-            path,
-            kserve_errors(routes.v2_infer),
-            methods=["POST"],
-            tags=["V2"],
-            openapi_extra=_openapi(V2_BODY),
-            include_in_schema="versions" not in path,
-        )
-    for path in ("/api/predict", "/api/predict/"):
-        app.add_api_route(
-            path,
-            routes.legacy_predict,
-            methods=["POST"],
-            tags=["legacy"],
-            openapi_extra=_openapi(LEGACY_BODY),
-            include_in_schema=path.endswith("/"),
-        )
+    _document(app)
+    if not latency_logging:
+        app.router.on_startup.append(lambda: _drop_timing_middleware(app))
+
+
+def _drop_timing_middleware(app: FastAPI) -> None:
+    """KServe wraps every request in a middleware whose only output is latency log lines
+    (getrusage and two log calls per request); with latency logging off it does nothing
+    useful, so it is taken out of the stack before the first request."""
+    from timing_asgi import TimingMiddleware
+
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+    app.middleware_stack = None  # rebuilt from user_middleware on the next request
+
+
+OPENAPI_PATHS = {
+    "/v1/models/{model_name}:predict": ("V1", "V1 predict", V1_BODY),
+    "/v2/models/{model_name}/infer": (
+        "V2",
+        "V2 infer (JSON, or the binary tensor extension)",
+        V2_BODY,
+    ),
+    "/api/predict/": ("legacy", "The original service's API", LEGACY_BODY),
+}
+
+
+def _document(app: FastAPI) -> None:
+    """Add the predictor's routes to the app's OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path, (tag, summary, body) in OPENAPI_PATHS.items():
+                parameters = (
+                    [
+                        {
+                            "name": "model_name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ]
+                    if "{model_name}" in path
+                    else []
+                )
+                schema["paths"][path] = {
+                    "post": {
+                        "tags": [tag],
+                        "summary": summary,
+                        "operationId": f"{tag.lower()}_{path.strip('/').split('/')[-1]}",
+                        "parameters": parameters,
+                        "requestBody": {
+                            "required": True,
+                            "content": {"application/json": {"schema": body}},
+                        },
+                        "responses": {
+                            "200": {"description": "The model's outputs"},
+                            "400": {"description": "Invalid input, with a message"},
+                            "404": {"description": "Unknown model"},
+                            "413": {"description": "Body or tensor over the limit"},
+                            "415": {"description": "Unsupported content type"},
+                            "422": {"description": "Invalid body (legacy API)"},
+                            "503": {"description": "Model not ready, or overloaded"},
+                        },
+                    }
+                }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi

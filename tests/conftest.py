@@ -30,7 +30,9 @@ def client(demo_model: TorchModel) -> TestClient:
 
     repository = ModelRepository()
     repository.update(demo_model)
-    routes.install(app, {demo_model.name: demo_model}, max_request_bytes=1024 * 1024)
+    routes.install(
+        app, {demo_model.name: demo_model}, max_request_bytes=1024 * 1024, latency_logging=False
+    )
     RESTServer(
         app, DataPlane(model_registry=repository), ModelRepositoryExtension(repository), 0
     ).create_application()

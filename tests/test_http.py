@@ -41,7 +41,11 @@ def test_request_id_is_returned(client):
     )
     assert response.headers["x-request-id"] == "abc-123"
     generated = client.post("/v1/models/model:predict", json={"instances": [1]})
-    assert len(generated.headers["x-request-id"]) == 32
+    assert generated.headers["x-request-id"] != response.headers["x-request-id"]
+    assert (
+        generated.headers["x-request-id"]
+        != client.post("/v1/models/model:predict", json={"instances": [1]}).headers["x-request-id"]
+    )
 
 
 # ---- V2 JSON -------------------------------------------------------------------------------

@@ -92,6 +92,10 @@ def test_tritonclient_grpc_raw_contents(server):
         output = result["outputs"]["output-0"]
         assert output["datatype"] == datatype and output["shape"] == [2, 5]
         np.testing.assert_array_equal(np.array(output["data"], dtype), torch_doubled(array))
+    time.sleep(0.3)
+    logs = server.logs()
+    assert logs.count('"method":"grpc"') >= len(cases)
+    assert "grpc method:" not in logs  # KServe's own per-call line is replaced by ours
 
 
 def test_grpc_typed_contents(server):

@@ -173,20 +173,19 @@ def analyse(
                     latencies[target.name].append(answer.seconds)
                     if not answer.ok:
                         errors[target.name] += 1
-                        if len(examples) < 3:
-                            examples.append(f"{target.name} {request['protocol']}: {answer.error}")
+                        _example(examples, f"{target.name} {request['protocol']}: {answer.error}")
                 if answers["prev"].ok and answers["latest"].ok:
                     both_answered += 1
                     if not same(
                         answers["prev"].value, answers["latest"].value, thresholds.tolerance
                     ):
                         mismatches += 1
-                        if len(examples) < 3:
-                            examples.append(
-                                f"{request['protocol']} answers differ: prev "
-                                f"{json.dumps(answers['prev'].value)[:120]} latest "
-                                f"{json.dumps(answers['latest'].value)[:120]}"
-                            )
+                        _example(
+                            examples,
+                            f"{request['protocol']} answers differ: prev "
+                            f"{json.dumps(answers['prev'].value)[:120]} latest "
+                            f"{json.dumps(answers['latest'].value)[:120]}",
+                        )
     p95_ms = {name: p95(values) for name, values in latencies.items()}
     reasons = []
     error_rate = (errors["latest"] - errors["prev"]) / max(sent, 1)
@@ -209,6 +208,12 @@ def analyse(
             f"+ {thresholds.p95_slack_ms:g} ms)"
         )
     return Report(not reasons, reasons, sent, errors, mismatches, p95_ms, examples)
+
+
+def _example(examples: list[str], text: str) -> None:
+    """Keep up to three different examples of what went wrong."""
+    if len(examples) < 3 and text not in examples:
+        examples.append(text)
 
 
 def discover_model_name(target: Target, timeout: float = 10.0) -> str | None:
