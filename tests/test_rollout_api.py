@@ -343,3 +343,28 @@ def test_start_with_the_model_already_served_is_refused(cluster):
         result.stderr
     )
     assert stored(api) == before
+
+
+def test_start_with_an_image_changes_the_serving_container(cluster):
+    """What the delivery workflow runs: a new predictor image, same model."""
+    api, kubeconfig, _ = cluster
+    result = rollout_cli(
+        kubeconfig,
+        "-n",
+        "ml",
+        "--timeout",
+        "20s",
+        "start",
+        "torch",
+        "--image",
+        "ghcr.io/torch-kserve/torch-predictor:2.0",
+        "--percent",
+        "15",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    predictor = stored(api)["spec"]["predictor"]
+    assert predictor["containers"][0]["image"] == "ghcr.io/torch-kserve/torch-predictor:2.0"
+    assert predictor["canaryTrafficPercent"] == 15
+    assert storage_uri(stored(api)) == OLD
+    previous = json.loads(stored(api)["metadata"]["annotations"][spec.PREVIOUS_SPEC_ANNOTATION])
+    assert previous["containers"][0]["image"] == "ghcr.io/torch-kserve/torch-predictor"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -105,8 +106,6 @@ def _read(path: str) -> str | None:
 
 
 def _api_message(err: ApiException, doing: str) -> str:
-    import json
-
     try:
         message = json.loads(err.body or "{}").get("message") or err.reason
     except ValueError:
