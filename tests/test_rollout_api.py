@@ -368,3 +368,26 @@ def test_start_with_an_image_changes_the_serving_container(cluster):
     assert storage_uri(stored(api)) == OLD
     previous = json.loads(stored(api)["metadata"]["annotations"][spec.PREVIOUS_SPEC_ANNOTATION])
     assert previous["containers"][0]["image"] == "ghcr.io/torch-kserve/torch-predictor"
+
+
+def test_raw_deployment_mode_cannot_canary():
+    isvc = manifest()
+    isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
+    with pytest.raises(spec.RolloutError, match="Knative"):
+        spec.start_patch(isvc, 10, None, NEW)
+
+
+def test_run_dry_run_prints_every_step_and_changes_nothing(cluster):
+    api, kubeconfig, _ = cluster
+    before = stored(api)
+    result = rollout_cli(
+        kubeconfig, "run", "torch", "--storage-uri", NEW, "--steps", "10,50,100", "--dry-run"
+    )
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("# ")] == [
+        "# start canary at 10%: PATCH (merge-patch) inferenceservices ml/torch",
+        "# canary to 50%: PATCH (merge-patch) inferenceservices ml/torch",
+        "# promote: PATCH (merge-patch) inferenceservices ml/torch",
+    ]
+    assert stored(api) == before
+    assert api.patches == []

@@ -330,3 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     except spec.RolloutError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: {args.name} is left as it is; see `status`, then `promote` or "
+            "`rollback`",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130

@@ -22,6 +22,8 @@ PLURAL = "inferenceservices"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 # The predictor spec from before `start`, so that `rollback` can restore it exactly.
 PREVIOUS_SPEC_ANNOTATION = "rollout.torch-predictor.io/previous-spec"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+RAW_MODES = ("RawDeployment", "Standard")
 # The container KServe serves from when the predictor lists its own containers.
 MAIN_CONTAINER = "kserve-container"
 STORAGE_URI_ENV = "STORAGE_URI"
@@ -99,6 +101,14 @@ def start_patch(isvc: dict, percent: int, image: str | None, storage_uri: str | 
     if not image and not storage_uri:
         raise RolloutError("give --image or --storage-uri")
     check_percent(percent)
+    mode = annotations_of(isvc).get(DEPLOYMENT_MODE_ANNOTATION) or (
+        (isvc.get("status") or {}).get("deploymentMode")
+    )
+    if mode in RAW_MODES:
+        raise RolloutError(
+            f"{name_of(isvc)} runs in {mode} mode: canary traffic splits need the Knative "
+            "(Serverless) deployment mode"
+        )
     predictor = predictor_of(isvc)
     current = model_of(predictor)
     if (image or current["image"], storage_uri or current["storageUri"]) == (
