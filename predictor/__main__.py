@@ -7,16 +7,14 @@ the options below choose the model and how it runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from kserve import model_server
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
-from . import routes
+from . import edge, logs
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
-from .logs import configure_request_log
 from .model import ModelOptions, TorchModel
 
 
@@ -125,14 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Seconds to finish accepted requests after SIGTERM (match the pod's "
         "terminationGracePeriodSeconds).",
     )
-    logs = parser.add_argument_group("logging")
-    logs.add_argument(
+    logging_options = parser.add_argument_group("logging")
+    logging_options.add_argument(
         "--enable_access_log",
         default=False,
         type=lambda text: text.lower() in ("1", "true", "yes"),
         help="Also write uvicorn's access log (the JSON request log is always on).",
     )
-    logs.add_argument(
+    logging_options.add_argument(
         "--log_level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -165,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    routes.install(
+    edge.install(
         model_server.app,
         {model.name: model},
         args.max_request_bytes,
@@ -190,11 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         grace_period=args.grace_period,
     )
     # ModelServer configures KServe's logging; quiet its per-request lines after that.
-    configure_request_log(getattr(logging, args.log_level))
-    if not args.enable_access_log:
-        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    if not args.enable_latency_logging:
-        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    logs.configure(args.log_level, args.enable_access_log, args.enable_latency_logging)
     server.start([model])
     return 0
 

@@ -1,8 +1,8 @@
-"""Request logging: one JSON line per request, with a request id the caller can follow.
+"""The request log: one JSON line per request on stdout, with the request id.
 
-The id comes from the caller's `X-Request-Id` (or a new one) and goes back in the
-response's `X-Request-Id`. Health probes and /metrics are logged at DEBUG only, so a
-pod's log is not a list of kubelet probes.
+Written directly rather than through `logging`, whose record and formatter machinery
+costs more than the whole of a small inference. Health probes and /metrics are logged
+only at DEBUG, so a pod's log is not a list of kubelet probes.
 """
 
 from __future__ import annotations
@@ -15,24 +15,7 @@ import time
 
 import orjson
 
-from .metrics import LATENCY, REQUESTS, protocol_of
-
-access_logger = logging.getLogger("predictor.access")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
-
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 
 _ID_PREFIX = os.urandom(4).hex()
 _ID_COUNTER = itertools.count(1)
@@ -43,85 +26,71 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
+class AccessLog:
+    def __init__(self, stream=None, level: str = "INFO") -> None:
+        self.stream = stream
+        self.level = LEVELS[level]
+        self._second = -1
+        self._stamp = ""
+
+    def configure(self, level: str, stream=None) -> None:
+        self.level = LEVELS[level]
+        self.stream = stream
+
+    def _time(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def write(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        error: str | None = None,
+        quiet: bool = False,
+    ) -> None:
+        level = LEVELS["DEBUG"] if quiet else LEVELS["INFO"]
+        if level < self.level:
+            return
+        entry = {
+            "time": self._time(),
+            "level": "DEBUG" if quiet else "INFO",
+            "logger": "predictor.access",
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+        }
+        if error:
+            entry["error"] = error
+        stream = self.stream or sys.stdout.buffer
+        stream.write(orjson.dumps(entry) + b"\n")
+        stream.flush()
+
+
+access_log = AccessLog()
+
+
 class _DropGrpcMethodLines(logging.Filter):
-    """KServe's gRPC interceptor logs "grpc method: ..." for every call; the predictor logs
-    its own JSON line per request instead."""
+    """KServe's gRPC interceptor logs "grpc method: ..." for every call; the predictor
+    writes its own line per request instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("grpc method:")
 
 
-def configure_request_log(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    access_logger.handlers = [handler]
-    access_logger.setLevel(level)
-    access_logger.propagate = False
+def configure(level: str, access_log_enabled: bool, latency_logging: bool) -> None:
+    """Call after ModelServer() has configured KServe's logging."""
+    access_log.configure(level)
     logging.getLogger("kserve").addFilter(_DropGrpcMethodLines())
-
-
-def log_request(fields: dict, quiet: bool = False) -> None:
-    """One JSON line for one request (DEBUG for probes, so they stay out of the log)."""
-    level = logging.DEBUG if quiet else logging.INFO
-    if access_logger.isEnabledFor(level):
-        access_logger.log(level, "request", extra={"fields": fields})
-
-
-def _is_probe(method: str, path: str) -> bool:
-    if method != "GET":
-        return False
-    return path.startswith(("/v2/health", "/metrics")) or path in ("/", "/v2")
-
-
-class RequestLogMiddleware:
-    """Pure ASGI middleware, cheap enough for every request on the hot path: the request id,
-    one JSON log line, and the request metrics of the REST inference paths."""
-
-    def __init__(self, app, model_name: str = "") -> None:
-        self.app = app
-        self.model_name = model_name
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-                break
-        if request_id is None:
-            request_id = new_request_id()
-            scope["headers"] = [*scope["headers"], (b"x-request-id", request_id.encode())]
-        start = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - start
-            protocol = protocol_of(scope["path"])
-            if protocol is not None:
-                REQUESTS.labels(self.model_name, protocol, str(status)).inc()
-                LATENCY.labels(self.model_name, protocol).observe(elapsed)
-            fields = {
-                "request_id": request_id,
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-            }
-            error = scope.get("state", {}).get("error")
-            if error:
-                fields["error"] = error
-            log_request(fields, quiet=_is_probe(scope["method"], scope["path"]))
+    if not access_log_enabled:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not latency_logging:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)

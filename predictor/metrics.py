@@ -38,14 +38,3 @@ MODEL_HEALTHY = Gauge(
     "1 while the model answers; 0 after consecutive inference failures (readiness fails too).",
     ["model"],
 )
-
-
-def protocol_of(path: str) -> str | None:
-    """The protocol an HTTP inference path speaks, or None for every other path."""
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        return "v1"
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        return "v2"
-    if path.rstrip("/") == "/api/predict":
-        return "legacy"
-    return None

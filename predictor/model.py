@@ -30,7 +30,7 @@ from .cpus import available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .errors import HANDLED_ERRORS, Overloaded, PayloadTooLarge, status_of
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
-from .logs import log_request, new_request_id
+from .logs import access_log, new_request_id
 from .metrics import BATCH_SIZE, IN_FLIGHT, LATENCY, MODEL_HEALTHY, REJECTED, REQUESTS
 
 logger = logging.getLogger("predictor")
@@ -304,16 +304,10 @@ class TorchModel(Model):
             elapsed = time.perf_counter() - start
             REQUESTS.labels(self.name, "grpc", str(status)).inc()
             LATENCY.labels(self.name, "grpc").observe(elapsed)
-            fields = {
-                "request_id": (headers or {}).get("x-request-id") or new_request_id(),
-                "method": "grpc",
-                "path": f"ModelInfer/{self.name}",
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-            }
-            if error_message:
-                fields["error"] = error_message
-            log_request(fields)
+            request_id = (headers or {}).get("x-request-id") or new_request_id()
+            access_log.write(
+                request_id, "grpc", f"ModelInfer/{self.name}", status, elapsed, error_message
+            )
 
     async def preprocess(self, payload: InferRequest | dict, headers: dict | None = None) -> Any:
         if isinstance(payload, InferRequest):

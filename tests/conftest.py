@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from predictor import routes
+from predictor import edge
 from predictor.model import ModelOptions, TorchModel
 
 
@@ -30,7 +30,7 @@ def client(demo_model: TorchModel) -> TestClient:
 
     repository = ModelRepository()
     repository.update(demo_model)
-    routes.install(
+    edge.install(
         app, {demo_model.name: demo_model}, max_request_bytes=1024 * 1024, latency_logging=False
     )
     RESTServer(

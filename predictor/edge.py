@@ -1,0 +1,144 @@
+"""The ASGI edge of the server: what every HTTP request passes through first.
+
+For each request it sets the request id (the caller's `X-Request-Id`, or a new one,
+returned in the response), enforces `--max_request_bytes` while the body streams in
+(413 before the body is read whole), counts the request in the metrics and writes one
+JSON log line. Inference requests (routes.py) are answered here directly, without the
+framework's per-request machinery; every other request goes on to KServe's app.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI
+
+from .errors import PayloadTooLarge
+from .logs import access_log, new_request_id
+from .metrics import LATENCY, REJECTED, REQUESTS
+from .model import TorchModel
+from .routes import HttpRequest, HttpResponse, Routes, document, error_response
+
+PROBE_PATHS = ("/v2/health", "/metrics", "/v1/models/", "/v2/models/")
+
+
+class Edge:
+    def __init__(self, app, routes: Routes, max_request_bytes: int, model_name: str) -> None:
+        self.app = app
+        self.routes = routes
+        self.max_bytes = max_request_bytes
+        self.model_name = model_name
+        self.too_large = f"request body larger than {max_request_bytes} bytes (--max_request_bytes)"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id", "")[:128] or new_request_id()
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        method, path = scope["method"], scope["path"]
+        route = self.routes.match(method, path)
+        if route is None:
+            status, error = await self._pass_on(scope, receive, send, headers, id_header)
+        else:
+            handler, path_params = route
+            try:
+                body = await self._read_body(receive, headers)
+                response = await handler(HttpRequest(path_params, headers, body))
+            except PayloadTooLarge as too_large:
+                REJECTED.labels(self.model_name, "too_large").inc()
+                response = error_response(too_large, legacy=path.startswith("/api/"))
+            await _send(send, response, id_header)
+            status, error = response.status, response.error
+        elapsed = time.perf_counter() - start
+        if route is not None:
+            protocol = "legacy" if path.startswith("/api/") else path[1:3]
+            REQUESTS.labels(self.model_name, protocol, str(status)).inc()
+            LATENCY.labels(self.model_name, protocol).observe(elapsed)
+        probe = (method == "GET" and path.startswith(PROBE_PATHS)) or path in ("/", "/v2")
+        access_log.write(request_id, method, path, status, elapsed, error, quiet=probe)
+
+    async def _read_body(self, receive, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            raise PayloadTooLarge(self.too_large)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise PayloadTooLarge(self.too_large)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _pass_on(self, scope, receive, send, headers, id_header) -> tuple[int, str | None]:
+        """KServe's own routes, with the same id header and body limit."""
+        status = 500
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge(self.too_large)
+            return message
+
+        async def send_with_id(message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        declared = headers.get("content-length")
+        try:
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+                raise PayloadTooLarge(self.too_large)
+            await self.app(scope, counted_receive, send_with_id)
+        except PayloadTooLarge as too_large:
+            if started:
+                raise
+            response = error_response(too_large)
+            await _send(send, response, id_header)
+            return response.status, response.error
+        return status, None
+
+
+async def _send(send, response: HttpResponse, id_header: tuple[bytes, bytes]) -> None:
+    raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    raw_headers.append((b"content-length", str(len(response.body)).encode()))
+    raw_headers.append(id_header)
+    await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def install(
+    app: FastAPI, models: dict[str, TorchModel], max_request_bytes: int, latency_logging: bool
+) -> None:
+    """Put the edge in front of KServe's routes; call before ModelServer.start()."""
+    name = next(iter(models))
+    app.add_middleware(
+        Edge, routes=Routes(models), max_request_bytes=max_request_bytes, model_name=name
+    )
+    document(app)
+    if not latency_logging:
+        app.router.on_startup.append(lambda: _drop_timing_middleware(app))
+
+
+def _drop_timing_middleware(app: FastAPI) -> None:
+    """KServe wraps every request in a middleware whose only output is latency log lines
+    (a getrusage call and two log calls per request); with latency logging off it does
+    nothing useful, so it leaves the stack before the first request."""
+    from timing_asgi import TimingMiddleware
+
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+    app.middleware_stack = None  # rebuilt from user_middleware on the next request
