@@ -500,7 +500,7 @@ CONTENTS_FIELD = {
 def test_grpc_typed_contents_match_torch(servicer, tensor):
     datatype, array = tensor
     if datatype == "UINT64":
-        array = array & np.uint64(2**63 - 1)  # from 2**63 up: the reported case below
+        array = np.asarray(array & np.uint64(2**63 - 1))  # 2**63 up: reported, see below
     request = pb.ModelInferRequest(model_name="model")
     entry = request.inputs.add(name=INPUT, datatype=datatype, shape=list(array.shape))
     getattr(entry.contents, CONTENTS_FIELD[datatype]).extend(array.reshape(-1).tolist())
