@@ -7,6 +7,7 @@ the options below choose the model and how it runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from kserve import model_server
@@ -142,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_uvloop(event_loop: str) -> None:
+    """KServe's --event-loop option reaches uvicorn only when uvicorn owns the loop, which
+    it does not under ModelServer (asyncio.run); set the policy so the choice holds."""
+    if event_loop == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if event_loop == "uvloop":
+            raise
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # ModelServer.start asks for the current loop before asyncio.run makes its own.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = ModelOptions(
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # ModelServer configures KServe's logging; quiet its per-request lines after that.
     logs.configure(args.log_level, args.enable_access_log, args.enable_latency_logging)
+    use_uvloop(args.event_loop)
     server.start([model])
     return 0
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from .errors import PayloadTooLarge
 from .logs import access_log, new_request_id
-from .metrics import LATENCY, REJECTED, REQUESTS
+from .metrics import REJECTED, observe_request
 from .model import TorchModel
 from .routes import HttpRequest, HttpResponse, Routes, document, error_response
 
@@ -55,8 +55,7 @@ class Edge:
         elapsed = time.perf_counter() - start
         if route is not None:
             protocol = "legacy" if path.startswith("/api/") else path[1:3]
-            REQUESTS.labels(self.model_name, protocol, str(status)).inc()
-            LATENCY.labels(self.model_name, protocol).observe(elapsed)
+            observe_request(self.model_name, protocol, status, elapsed)
         probe = (method == "GET" and path.startswith(PROBE_PATHS)) or path in ("/", "/v2")
         access_log.write(request_id, method, path, status, elapsed, error, quiet=probe)
 

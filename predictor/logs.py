@@ -91,6 +91,10 @@ def configure(level: str, access_log_enabled: bool, latency_logging: bool) -> No
     access_log.configure(level)
     logging.getLogger("kserve").addFilter(_DropGrpcMethodLines())
     if not access_log_enabled:
-        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+        # uvicorn formats an access line whenever this logger has handlers, whatever its
+        # level; without handlers it skips the work.
+        uvicorn_access = logging.getLogger("uvicorn.access")
+        uvicorn_access.handlers = []
+        uvicorn_access.propagate = False
     if not latency_logging:
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)

@@ -6,6 +6,8 @@ dashboard can tell client errors from server errors and overload rejections.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -38,3 +40,15 @@ MODEL_HEALTHY = Gauge(
     "1 while the model answers; 0 after consecutive inference failures (readiness fails too).",
     ["model"],
 )
+
+
+@functools.cache
+def _request_series(model: str, protocol: str, status: int):
+    """Label lookups cost more than the increment; each series is looked up once."""
+    return REQUESTS.labels(model, protocol, str(status)), LATENCY.labels(model, protocol)
+
+
+def observe_request(model: str, protocol: str, status: int, seconds: float) -> None:
+    counter, histogram = _request_series(model, protocol, status)
+    counter.inc()
+    histogram.observe(seconds)

@@ -31,7 +31,7 @@ from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .errors import HANDLED_ERRORS, Overloaded, PayloadTooLarge, status_of
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
 from .logs import access_log, new_request_id
-from .metrics import BATCH_SIZE, IN_FLIGHT, LATENCY, MODEL_HEALTHY, REJECTED, REQUESTS
+from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED, observe_request
 
 logger = logging.getLogger("predictor")
 
@@ -80,6 +80,7 @@ class TorchModel(Model):
         self.inflight = 0
         self.consecutive_failures = 0
         self.cost = ForwardCost()
+        self._in_flight_gauge = IN_FLIGHT.labels(name)
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class TorchModel(Model):
                 self.name, f"{self.inflight} requests in flight (--max_inflight); retry shortly"
             )
         self.inflight += 1
-        IN_FLIGHT.labels(self.name).inc()
+        self._in_flight_gauge.inc()
         try:
             if self._batcher is not None:
                 outputs = await self._batcher.submit(arrays)
@@ -217,7 +218,7 @@ class TorchModel(Model):
             raise
         finally:
             self.inflight -= 1
-            IN_FLIGHT.labels(self.name).dec()
+            self._in_flight_gauge.dec()
         self._record_health(failed=False)
         return outputs
 
@@ -302,8 +303,7 @@ class TorchModel(Model):
             raise
         finally:
             elapsed = time.perf_counter() - start
-            REQUESTS.labels(self.name, "grpc", str(status)).inc()
-            LATENCY.labels(self.name, "grpc").observe(elapsed)
+            observe_request(self.name, "grpc", status, elapsed)
             request_id = (headers or {}).get("x-request-id") or new_request_id()
             access_log.write(
                 request_id, "grpc", f"ModelInfer/{self.name}", status, elapsed, error_message
