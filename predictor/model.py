@@ -339,29 +339,32 @@ class TorchModel(Model):
 class ForwardCost:
     """What the module's forward costs, learnt from every call, to tell whether a call is
     cheap enough to run on the event loop (cheaper than decoding its own request) or must
-    go to the inference thread so health probes and other requests are not held up.
+    go to an inference thread so health probes and other requests are not held up.
 
-    The estimate for a call is the larger of the cheapest call seen so far (a fixed cost
-    that even tiny inputs pay) and the recent cost per element times the call's elements.
-    Until the warm-up has measured the model, nothing runs inline.
+    The model is linear: a fixed cost (the cheapest call seen) plus a cost per element
+    (a moving average of what calls took beyond the fixed cost). Inputs larger than any
+    seen so far are not predicted at all: they go to a thread, and teach the estimate.
     """
 
     def __init__(self) -> None:
-        self.floor_s = math.inf
-        self.per_element_s = math.inf
+        self.fixed_s = math.inf
+        self.per_element_s = 0.0
+        self.largest = 0
 
     def record(self, arrays: list[np.ndarray], seconds: float) -> None:
         elements = max(1, sum(a.size for a in arrays))
-        self.floor_s = min(self.floor_s, seconds)
-        sample = seconds / elements
-        if math.isinf(self.per_element_s):
-            self.per_element_s = sample
-        else:  # a moving average that follows a model whose cost changes
-            self.per_element_s += 0.2 * (sample - self.per_element_s)
+        self.fixed_s = min(self.fixed_s, seconds)
+        sample = max(0.0, seconds - self.fixed_s) / elements
+        self.largest = max(self.largest, elements)
+        # A moving average: it forgets a slow first call (TorchScript optimises on the first
+        # calls of each shape) and follows a model whose cost changes.
+        self.per_element_s += 0.2 * (sample - self.per_element_s)
 
     def predict_us(self, arrays: list[np.ndarray]) -> float:
         elements = max(1, sum(a.size for a in arrays))
-        return max(self.floor_s, self.per_element_s * elements) * 1e6
+        if elements > self.largest:
+            return math.inf
+        return (self.fixed_s + self.per_element_s * elements) * 1e6
 
 
 @dataclass
