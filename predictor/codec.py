@@ -54,9 +54,9 @@ def array_from_json(data: Any, datatype: str | None, where: str) -> np.ndarray:
         raise InvalidInput(f"{where}: values must be numbers or booleans, not {_kind(raw)}")
     if target is None:
         return raw
-    if raw.size:
-        _check_values_fit(raw, target, datatype, where)
-    return raw.astype(target, copy=False)
+    if raw.size == 0:
+        return raw.astype(target)
+    return _fit(data, raw, target, datatype, where)
 
 
 def _kind(raw: np.ndarray) -> str:
@@ -65,19 +65,33 @@ def _kind(raw: np.ndarray) -> str:
     )
 
 
-def _check_values_fit(raw: np.ndarray, target: np.dtype, datatype: str, where: str) -> None:
+def _fit(data: Any, raw: np.ndarray, target: np.dtype, datatype: str, where: str) -> np.ndarray:
+    """`raw` (numpy's own reading of the values) as `target`, exactly, or a 400."""
     kind = raw.dtype.kind
-    if target.kind == "b" and kind != "b":
-        raise InvalidInput(f"{where}: datatype BOOL takes true/false values, got {raw.dtype}")
-    if target.kind in "iu":
-        if kind == "f" and (not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.trunc(raw))):
-            raise InvalidInput(f"{where}: datatype {datatype} takes integers, got fractions")
+    if target.kind == "b":
+        if kind != "b":
+            raise InvalidInput(f"{where}: datatype BOOL takes true/false values, got {raw.dtype}")
+    elif target.kind in "iu":
         info = np.iinfo(target)
-        low, high = raw.min(), raw.max()
-        if low < info.min or high > info.max:
-            raise InvalidInput(
-                f"{where}: value out of range for {datatype} ({info.min}..{info.max})"
-            )
+        out_of_range = InvalidInput(
+            f"{where}: value out of range for {datatype} ({info.min}..{info.max})"
+        )
+        if kind == "f":
+            # Fractions, or 64-bit integers numpy could only read as (inexact) floats.
+            if not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.trunc(raw)):
+                raise InvalidInput(f"{where}: datatype {datatype} takes integers, got fractions")
+            try:  # read the values again, exactly, straight into the target type
+                with np.errstate(all="ignore"):
+                    exact = np.array(data, dtype=target)
+            except (OverflowError, ValueError):
+                raise out_of_range from None
+            if not np.array_equal(exact.astype(np.float64), raw):
+                raise out_of_range
+            return exact.view(target)
+        if kind in "iu" and (raw.min() < info.min or raw.max() > info.max):
+            raise out_of_range
+    # view(): numpy may keep an equal but distinct dtype (ulonglong for uint64) torch refuses.
+    return raw.astype(target, copy=False).view(target)
 
 
 def check_shape(shape: Any, where: str) -> tuple[int, ...]:
@@ -302,7 +316,12 @@ def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]
     }
 
 
+def json_value(array: np.ndarray) -> Any:
+    """orjson writes numpy arrays natively, but not 0-d ones or non-contiguous ones."""
+    return array.item() if array.ndim == 0 else np.require(array, requirements="C")
+
+
 def encode_v1(outputs: dict[str, np.ndarray]) -> bytes:
     if len(outputs) == 1:
-        return dumps({"predictions": next(iter(outputs.values()))})
-    return dumps({"predictions": outputs})
+        return dumps({"predictions": json_value(next(iter(outputs.values())))})
+    return dumps({"predictions": {name: json_value(a) for name, a in outputs.items()}})

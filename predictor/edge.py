@@ -39,7 +39,7 @@ class Edge:
         request_id = headers.get("x-request-id", "")[:128] or new_request_id()
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         method, path = scope["method"], scope["path"]
-        route = self.routes.match(method, path)
+        route = self.routes.match(method, path, scope.get("query_string", b""))
         if route is None:
             status, error = await self._pass_on(scope, receive, send, headers, id_header)
         else:
@@ -53,7 +53,7 @@ class Edge:
             await _send(send, response, id_header)
             status, error = response.status, response.error
         elapsed = time.perf_counter() - start
-        if route is not None:
+        if route is not None and method == "POST":
             protocol = "legacy" if path.startswith("/api/") else path[1:3]
             observe_request(self.model_name, protocol, status, elapsed)
         probe = (method == "GET" and path.startswith(PROBE_PATHS)) or path in ("/", "/v2")

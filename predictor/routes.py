@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -132,11 +133,33 @@ class Routes:
             return error_response(error, legacy=True, status=None if too_large else 422)
         except HANDLED_ERRORS as error:
             return error_response(error, legacy=True)
-        result = {"error": False, "result": {"tensor_list": next(iter(outputs.values()))}}
+        tensor = codec.json_value(next(iter(outputs.values())))
+        result = {"error": False, "result": {"tensor_list": tensor}}
         return HttpResponse(200, codec.dumps(result))
 
-    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+    async def no_versions(self, request: HttpRequest) -> HttpResponse:
+        """Model versions: KServe answers 501 for any of them; a client asking for a version
+        this server does not have gets a 404, like an unknown model."""
+        name = request.path_params["model_name"]
+        if name not in self.models:
+            return error_response(ModelNotFound(name))
+        version = request.path_params["model_version"]
+        message = f"model {name!r} has no version {version!r}: it is served unversioned"
+        return HttpResponse(404, codec.dumps({"error": message}), error=message)
+
+    def match(
+        self, method: str, path: str, query: bytes = b""
+    ) -> tuple[Handler, dict[str, str]] | None:
         """The handler for a request, with its path parameters; None for KServe's routes."""
+        if path.startswith("/v2/models/"):
+            parts = path[len("/v2/models/") :].split("/")
+            version = None
+            if len(parts) >= 3 and parts[1] == "versions":
+                version = parts[2]
+            elif b"model_version=" in query:
+                version = parse_qs(query.decode("latin-1")).get("model_version", [""])[0]
+            if version and parts[0]:
+                return self.no_versions, {"model_name": parts[0], "model_version": version}
         if method != "POST":
             return None
         if path.startswith("/v1/models/") and path.endswith(":predict"):
@@ -147,8 +170,6 @@ class Routes:
             parts = path[len("/v2/models/") : -len("/infer")].split("/")
             if len(parts) == 1 and parts[0]:
                 return self.v2_infer, {"model_name": parts[0]}
-            if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-                return self.v2_infer, {"model_name": parts[0], "model_version": parts[2]}
         elif path in ("/api/predict", "/api/predict/"):
             return self.legacy_predict, {}
         return None

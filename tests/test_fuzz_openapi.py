@@ -53,14 +53,6 @@ def operations(schema) -> list:
     return [result.ok() for result in schema.get_all_operations()]
 
 
-def versioning_is_not_a_server_error(ctx, response, case):
-    """not_a_server_error, except KServe's 501 for a model_version (reported; see the xfail
-    test below, which fails once the predictor answers it with a 4xx)."""
-    if response.status_code == 501 and b"versioning not supported" in response.content:
-        return None
-    return not_a_server_error(ctx, response, case)
-
-
 def fuzz(operation, session, mode: GenerationMode, checks: list, **fixed) -> int:
     """Run generated cases against one operation; the number of cases that were generated."""
     strategy = operation.as_strategy(generation_mode=mode, **fixed)
@@ -95,7 +87,7 @@ def test_no_request_gets_a_server_error(schema, session, mode):
     """Every operation, random path parameters: never a 5xx, answers as described."""
     fuzzed = {}
     for operation in operations(schema):
-        checks = [versioning_is_not_a_server_error]
+        checks = [not_a_server_error]
         # Not status_code_conformance: KServe's description documents only 200 and 422, so
         # every 400/404/415 would count as undocumented. /metrics is Prometheus text, which
         # KServe's description calls application/json.
@@ -117,10 +109,6 @@ def test_inference_bodies_for_the_served_model(schema, session, mode):
         fuzz(operation, session, mode, [not_a_server_error], **fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KServe's metadata/ready routes answer any model_version with 501 (reported)",
-)
 @pytest.mark.parametrize(
     "path",
     [

@@ -215,10 +215,6 @@ def test_v1_matches_torch(http, array):
     assert_json_data(flatten(predictions), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: V1 with a scalar instance is a 500 (orjson cannot write a 0-d array)",
-)
 @pytest.mark.parametrize("key", ["instances", "inputs"])
 def test_v1_scalar_instance_matches_torch(http, key):
     response = http.post("/v1/models/model:predict", json={key: 3.0})
@@ -348,10 +344,6 @@ def test_json_64_bit_integers_are_exact(http, datatype_and_values):
     assert response.json()["outputs"][0]["data"] == expected.tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: JSON integers beyond int64 go through float64 or numpy's ulonglong",
-)
 @pytest.mark.parametrize(
     "datatype,values",
     [
@@ -507,10 +499,6 @@ def test_grpc_typed_contents_match_torch(servicer, tensor):
     assert_grpc_output(model_infer(servicer, request), array)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: uint64_contents from 2**63 up are a TypeError (500) or wrong values",
-)
 @pytest.mark.parametrize("values", [[2**63], [2**64 - 1, 1]])
 def test_grpc_uint64_contents_edges(servicer, values):
     request = pb.ModelInferRequest(model_name="model")
