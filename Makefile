@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: serve test lint bench soak clean
+.PHONY: serve test lint bench soak clean shellcheck
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,25 @@ $(CHECKOV_VENV)/.installed:
 serve: $(VENV)/.runtime
 	$(PY) -m predictor $(ARGS)
 
-test: $(VENV)/.dev $(CHECKOV_VENV)/.installed
+# actionlint checks workflow scripts with shellcheck when it is on PATH (Debian package).
+shellcheck:
+	@command -v shellcheck >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null) ; } \
+	  || echo "note: shellcheck not installed; workflow scripts are linted without it"
+
+test: $(VENV)/.dev $(CHECKOV_VENV)/.installed shellcheck
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy predictor
+
+bench: $(VENV)/.dev
+	benchmarks/run.sh $(ARGS)
+
+soak: $(VENV)/.dev
+	$(PY) -m benchmarks.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV)

@@ -52,7 +52,7 @@ def array_from_json(data: Any, datatype: str | None, where: str) -> np.ndarray:
         if raw.size == 0 and datatype is None:
             return raw.astype(np.float32)
         raise InvalidInput(f"{where}: values must be numbers or booleans, not {_kind(raw)}")
-    if target is None:
+    if target is None or datatype is None:
         return raw
     if raw.size == 0:
         return raw.astype(target)

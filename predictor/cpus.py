@@ -17,8 +17,8 @@ def _cgroup_quota() -> float | None:
     v2 = Path("/sys/fs/cgroup/cpu.max")
     try:
         if v2.is_file():
-            quota, period = v2.read_text().split()[:2]
-            return None if quota == "max" else int(quota) / int(period)
+            quota_text, period_text = v2.read_text().split()[:2]
+            return None if quota_text == "max" else int(quota_text) / int(period_text)
         v1 = Path("/sys/fs/cgroup/cpu,cpuacct")
         quota = int((v1 / "cpu.cfs_quota_us").read_text())
         period = int((v1 / "cpu.cfs_period_us").read_text())

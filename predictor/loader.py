@@ -146,7 +146,7 @@ def _forward_arity(module: torch.nn.Module) -> int:
     """How many tensors forward() takes, for models that come without model.json."""
     try:
         if isinstance(module, torch.jit.ScriptModule):
-            return max(1, len(module.forward.schema.arguments) - 1)
+            return max(1, len(module.forward.schema.arguments) - 1)  # type: ignore[attr-defined]
         parameters = inspect.signature(module.forward).parameters.values()
         return max(
             1, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
@@ -168,6 +168,7 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
     # A module class shipped beside the weights can be imported by name.
     if str(model_dir) not in sys.path:
         sys.path.insert(0, str(model_dir))
+    module: torch.nn.Module
     try:
         if weights.suffix == ".pt2":
             program = torch.export.load(str(weights))

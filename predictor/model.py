@@ -32,6 +32,7 @@ from .errors import HANDLED_ERRORS, Overloaded, PayloadTooLarge, status_of
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
 from .logs import access_log, new_request_id
 from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED, observe_request
+from .signature import Signature
 
 logger = logging.getLogger("predictor")
 
@@ -151,9 +152,14 @@ class TorchModel(Model):
     # ---- metadata ------------------------------------------------------------------------
 
     @property
-    def signature(self):
+    def signature(self) -> Signature:
         assert self.loaded is not None, "model not loaded"
         return self.loaded.signature
+
+    @property
+    def module(self) -> torch.nn.Module:
+        assert self.loaded is not None, "model not loaded"
+        return self.loaded.module
 
     def get_input_types(self) -> list[dict]:
         return [spec.metadata() for spec in self.signature.inputs]
@@ -237,7 +243,7 @@ class TorchModel(Model):
             tensors = [self._to_device(array) for array in arrays]
             start = time.perf_counter()
             try:
-                result = self.loaded.module(*tensors)
+                result = self.module(*tensors)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self.cost.record(arrays, time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """Rebuild the bundled demo model: a TorchScript module that multiplies its input by 2.
 
-    python scripts/build_demo_model.py [OUTPUT_DIR]   (default: models/doubler)
+python scripts/build_demo_model.py [OUTPUT_DIR]   (default: models/doubler)
 """
 
 from __future__ import annotations
@@ -32,4 +32,8 @@ def build(output_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent.parent / "models" / "doubler")
+    build(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).parent.parent / "models" / "doubler"
+    )
