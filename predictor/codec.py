@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 from kserve.errors import InvalidInput
 
-from .datatypes import numpy_dtype, v2_datatype
+from .datatypes import V2_TO_NUMPY, numpy_dtype, v2_datatype
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 HEADER_LENGTH = "inference-header-content-length"
@@ -281,6 +282,44 @@ def encode_v2(
         "content-type": "application/octet-stream",
         HEADER_LENGTH: str(len(header)),
     }
+
+
+def decode_v1_body(body: bytes, input_names: list[str], datatypes: list[str | None]) -> dict:
+    """A V1 request body -> named numpy inputs (see decode_v1)."""
+    if len(input_names) == 1 and datatypes[0] in FLOAT_DATATYPES:
+        flat = _flat_v1_numbers(body)
+        if flat is not None:
+            return {input_names[0]: flat.astype(V2_TO_NUMPY[datatypes[0]])}
+    return decode_v1(parse_json(body), input_names, datatypes)
+
+
+FLOAT_DATATYPES = ("FP16", "FP32", "FP64")
+
+
+def _flat_v1_numbers(body: bytes) -> np.ndarray | None:
+    """The numbers of `{"instances": [n, ...]}` (or "inputs"), read by simdjson straight
+    into float64 without a Python object per number, or None for any other body, which
+    then takes the general path (and gets its precise error message there).
+
+    Only one flat list qualifies: the body has a single "[" (so nothing is nested, which
+    simdjson's flattening would hide), and every element is a number (simdjson refuses
+    strings, booleans and nulls).
+    """
+    if body.count(b"[") != 1:
+        return None
+    try:
+        document = simdjson.Parser().parse(body)
+        if not isinstance(document, simdjson.Object) or len(document) != 1:
+            return None
+        key = next(iter(document.keys()))
+        values = document[key]
+        if key not in ("instances", "inputs") or not isinstance(values, simdjson.Array):
+            return None
+        if len(values) == 0:
+            return None
+        return np.frombuffer(values.as_buffer(of_type="d"), dtype=np.float64)
+    except (ValueError, TypeError, RuntimeError):
+        return None
 
 
 def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]) -> dict:

@@ -84,8 +84,9 @@ class Routes:
         try:
             model = self.model(request.path_params["model_name"])
             _require_json(request)
-            document = codec.parse_json(request.body)
-            inputs = codec.decode_v1(document, model.signature.input_names, model.input_datatypes)
+            inputs = codec.decode_v1_body(
+                request.body, model.signature.input_names, model.input_datatypes
+            )
             outputs = await model.infer(inputs)
             return HttpResponse(200, codec.encode_v1(outputs))
         except HANDLED_ERRORS as error:
