@@ -169,24 +169,7 @@ def _request_options(header: dict) -> tuple[str, list[str] | None, set[str], boo
 
 def decode_v2_json(header: Any) -> V2Request:
     """A V2 JSON request body (already parsed) -> V2Request."""
-    entries = _input_entries(header)
-    inputs: dict[str, np.ndarray] = {}
-    for entry in entries:
-        name = entry["name"]
-        where = f"input {name!r}"
-        if name in inputs:
-            raise InvalidInput(f"{where}: given more than once")
-        shape = check_shape(entry["shape"], where)
-        if "data" not in entry:
-            raise InvalidInput(f"{where}: missing 'data' (or binary_data_size parameter)")
-        array = array_from_json(entry["data"], entry["datatype"], where)
-        inputs[name] = reshape(array, shape, where)
-    return _build(header, inputs)
-
-
-def _build(header: dict, inputs: dict[str, np.ndarray]) -> V2Request:
-    request_id, requested, binary, binary_by_default = _request_options(header)
-    return V2Request(request_id, inputs, requested, binary, binary_by_default)
+    return _build(header, _decode_inputs(header, None))
 
 
 def decode_v2_binary(body: bytes, header_length: str) -> V2Request:
@@ -202,12 +185,20 @@ def decode_v2_binary(body: bytes, header_length: str) -> V2Request:
             f"Inference-Header-Content-Length {length} does not fit a body of {len(body)} bytes"
         )
     header = parse_json(body[:length])
-    entries = _input_entries(header)
     # One copy makes the buffer writable, so torch can take it without copying again.
-    buffer = bytearray(body[length:]) if len(body) > length else bytearray()
-    offset = 0
+    return _build(header, _decode_inputs(header, bytearray(body[length:])))
+
+
+def _build(header: dict, inputs: dict[str, np.ndarray]) -> V2Request:
+    request_id, requested, binary, binary_by_default = _request_options(header)
+    return V2Request(request_id, inputs, requested, binary, binary_by_default)
+
+
+def _decode_inputs(header: Any, binary: bytearray | None) -> dict[str, np.ndarray]:
+    """Each input from its JSON `data`, or from the binary part (`binary_data_size`)."""
     inputs: dict[str, np.ndarray] = {}
-    for entry in entries:
+    offset = 0
+    for entry in _input_entries(header):
         name = entry["name"]
         where = f"input {name!r}"
         if name in inputs:
@@ -216,23 +207,27 @@ def decode_v2_binary(body: bytes, header_length: str) -> V2Request:
         size = _params(entry, where).get("binary_data_size")
         if size is None:
             if "data" not in entry:
-                raise InvalidInput(f"{where}: missing 'data' or binary_data_size parameter")
-            inputs[name] = reshape(
-                array_from_json(entry["data"], entry["datatype"], where), shape, where
-            )
+                raise InvalidInput(f"{where}: missing 'data' (or binary_data_size parameter)")
+            array = array_from_json(entry["data"], entry["datatype"], where)
+            inputs[name] = reshape(array, shape, where)
             continue
+        if binary is None:
+            raise InvalidInput(
+                f"{where}: binary_data_size given, but the request has no binary part "
+                "(Inference-Header-Content-Length header)"
+            )
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
-        if offset + size > len(buffer):
+        if offset + size > len(binary):
             raise InvalidInput(
                 f"{where}: binary_data_size {size} runs past the end of the body "
-                f"({len(buffer) - offset} bytes left)"
+                f"({len(binary) - offset} bytes left)"
             )
-        inputs[name] = _from_bytes(buffer, offset, size, entry["datatype"], shape, where)
+        inputs[name] = _from_bytes(binary, offset, size, entry["datatype"], shape, where)
         offset += size
-    if offset != len(buffer):
-        raise InvalidInput(f"{len(buffer) - offset} bytes after the last binary input")
-    return _build(header, inputs)
+    if binary is not None and offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes after the last binary input")
+    return inputs
 
 
 def _from_bytes(
