@@ -9,9 +9,11 @@ framework's per-request machinery; every other request goes on to KServe's app.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import FastAPI
+from kserve.errors import InferenceError
 
 from .errors import PayloadTooLarge
 from .logs import access_log, new_request_id
@@ -19,6 +21,7 @@ from .metrics import REJECTED, observe_request
 from .model import TorchModel
 from .routes import HttpRequest, HttpResponse, Routes, document, error_response
 
+logger = logging.getLogger("predictor")
 PROBE_PATHS = ("/v2/health", "/metrics", "/v1/models/", "/v2/models/")
 
 
@@ -50,6 +53,10 @@ class Edge:
             except PayloadTooLarge as too_large:
                 REJECTED.labels(self.model_name, "too_large").inc()
                 response = error_response(too_large, legacy=path.startswith("/api/"))
+            except Exception as error:  # a fault in the model or the server, not the request
+                logger.exception("request %s failed", request_id)
+                message = f"internal error: {type(error).__name__}: {error}"
+                response = error_response(InferenceError(message), legacy=path.startswith("/api/"))
             await _send(send, response, id_header)
             status, error = response.status, response.error
         elapsed = time.perf_counter() - start

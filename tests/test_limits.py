@@ -106,3 +106,36 @@ def test_metrics_count_requests_by_protocol_and_status(client):
     assert 'predictor_requests_total{model="model",protocol="legacy",status="200"}' in text
     assert "predictor_request_duration_seconds_bucket" in text
     assert 'predictor_model_healthy{model="model"} 1.0' in text
+
+
+def test_model_fault_is_a_500_with_a_message_and_a_log_line(tmp_path, capsys):
+    """A model bug (not the client's fault) answers 500 in the endpoint's format, and the
+    request is still logged and counted; the server goes on."""
+    from fastapi.testclient import TestClient
+    from starlette.applications import Starlette
+
+    from predictor.edge import Edge
+    from predictor.routes import Routes
+
+    toy_models.save_state_dict(tmp_path, toy_models.FailsOnNegative(), None)
+    model = TorchModel(
+        "flaky",
+        ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:FailsOnNegative"),
+    )
+    model.load()
+
+    edge = Edge(
+        Starlette(), Routes({"flaky": model}), max_request_bytes=1 << 20, model_name="flaky"
+    )
+    with TestClient(edge) as client:
+        failed = client.post(
+            "/v2/models/flaky/infer",
+            json={"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1], "data": [-1]}]},
+        )
+        legacy = client.post("/api/predict/", json={"values_list": [-1.0]})
+        fine = client.post("/v1/models/flaky:predict", json={"instances": [1.0]})
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "internal error: KeyError: 'internal lookup failed'"}
+    assert legacy.status_code == 500 and legacy.json()["error"] is True
+    assert fine.json() == {"predictions": [2.0]}
+    assert '"status":500' in capsys.readouterr().out
