@@ -161,6 +161,15 @@ def use_uvloop(event_loop: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workers != 1:
+        # KServe's workers are spawned processes that rebuild KServe's app from scratch, so
+        # they would serve without this predictor's model and routes.
+        print(
+            f"error: --workers {args.workers} is not supported: one process serves the model; "
+            "scale out with replicas (the chart's autoscaling) and use --inference_threads",
+            file=sys.stderr,
+        )
+        return 2
     options = ModelOptions(
         model_dir=args.model_dir,
         model_class=args.model_class,
@@ -169,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         inference_threads=args.inference_threads,
-        workers=args.workers,
         max_inflight=args.max_inflight,
         inline_max_us=args.inline_max_us,
         max_tensor_elements=args.max_tensor_elements,
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
-        workers=args.workers,
+        workers=1,
         max_threads=args.max_threads,
         max_asyncio_workers=args.max_asyncio_workers,
         enable_grpc=args.enable_grpc,

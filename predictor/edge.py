@@ -53,9 +53,9 @@ class Edge:
             except PayloadTooLarge as too_large:
                 REJECTED.labels(self.model_name, "too_large").inc()
                 response = error_response(too_large, legacy=path.startswith("/api/"))
-            except Exception as error:  # a fault in the model or the server, not the request
+            except Exception as fault:  # a fault in the model or the server, not the request
                 logger.exception("request %s failed", request_id)
-                message = f"internal error: {type(error).__name__}: {error}"
+                message = f"internal error: {type(fault).__name__}: {fault}"
                 response = error_response(InferenceError(message), legacy=path.startswith("/api/"))
             await _send(send, response, id_header)
             status, error = response.status, response.error

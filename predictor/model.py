@@ -46,7 +46,6 @@ class ModelOptions:
     max_batch_size: int = 1
     max_batch_delay_ms: float = 5.0
     inference_threads: int = 1
-    workers: int = 1
     max_inflight: int = 0  # 0: no limit
     # Forwards predicted to take at most this long run on the event loop (0: never).
     inline_max_us: float = 200.0
@@ -89,8 +88,8 @@ class TorchModel(Model):
         """Load the model and answer one warm-up inference; raises ModelLoadError if not."""
         options = self.options
         self.device = resolve_device(options.device)
-        # Split the cores between server workers so they don't oversubscribe them.
-        torch.set_num_threads(max(1, available_cpus() // max(1, options.workers)))
+        # As many torch threads as cores this process may really use, no more.
+        torch.set_num_threads(available_cpus())
         self.loaded = load_model(
             resolve_model_dir(options.model_dir), options.model_class, self.device
         )

@@ -161,3 +161,15 @@ def test_cli_exits_non_zero_with_one_line(tmp_path, bad):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert ("does not exist" if bad == "missing" else "no model file") in lines[0]
+
+
+def test_cli_refuses_several_workers():
+    result = subprocess.run(
+        [sys.executable, "-m", "predictor", "--workers", "2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--workers 2 is not supported" in result.stderr and "replicas" in result.stderr
