@@ -173,3 +173,15 @@ def test_cli_refuses_several_workers():
     )
     assert result.returncode == 2
     assert "--workers 2 is not supported" in result.stderr and "replicas" in result.stderr
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_stays_inside_the_server(tmp_path, dtype):
+    """--dtype runs the model in half precision; the client still gets its own float type."""
+    toy_models.save_torchscript(tmp_path, toy_models.seeded_affine(), toy_models.AFFINE_SIGNATURE)
+    model = TorchModel("half", ModelOptions(model_dir=str(tmp_path), dtype=dtype))
+    model.load()
+    assert next(model.module.parameters()).dtype == getattr(torch, dtype)
+    output = infer(model, x=X)["y"]
+    assert output.dtype == np.float32
+    np.testing.assert_allclose(output, expected_affine(), rtol=0.05, atol=0.05)
