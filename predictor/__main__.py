@@ -14,7 +14,7 @@ from kserve import model_server
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
-from . import edge, logs
+from . import edge, grpc_service, logs
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
 from .model import ModelOptions, TorchModel
 
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_request_bytes,
         latency_logging=args.enable_latency_logging,
     )
+    grpc_service.install()
     # KServe's gRPC server reads its limits from KServe's own parsed arguments.
     for limit in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
         if getattr(args, limit) == MAX_GRPC_MESSAGE_LENGTH:

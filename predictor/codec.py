@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import simdjson
 from kserve.errors import InvalidInput
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from .datatypes import V2_TO_NUMPY, numpy_dtype, v2_datatype
 
@@ -248,16 +249,21 @@ def _from_bytes(
     return array.reshape(shape)
 
 
+def _selected(outputs: dict[str, np.ndarray], request: V2Request):
+    """The outputs the client asked for (all when it named none), C-contiguous."""
+    names = request.requested_outputs or list(outputs)
+    for name in names:
+        if name not in outputs:
+            raise InvalidInput(f"unknown output {name!r}; the model gives {list(outputs)}")
+    return [(name, np.require(outputs[name], requirements="C")) for name in names]
+
+
 def encode_v2(
     model_name: str, request: V2Request, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, dict[str, str]]:
     """Outputs -> a V2 response body, JSON or with binary outputs, and its headers."""
-    names = request.requested_outputs if request.requested_outputs is not None else list(outputs)
     entries, chunks = [], []
-    for name in names:
-        if name not in outputs:
-            raise InvalidInput(f"unknown output {name!r}; the model gives {list(outputs)}")
-        array = np.require(outputs[name], requirements="C")
+    for name, array in _selected(outputs, request):
         entry: dict[str, Any] = {
             "name": name,
             "datatype": v2_datatype(array),
@@ -277,6 +283,69 @@ def encode_v2(
         "content-type": "application/octet-stream",
         HEADER_LENGTH: str(len(header)),
     }
+
+
+# The typed `contents` field of each datatype in a gRPC ModelInferRequest (FP16 has none).
+GRPC_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def decode_grpc(request: pb.ModelInferRequest) -> V2Request:
+    """A gRPC ModelInferRequest -> V2Request: raw contents through np.frombuffer, typed
+    contents checked like JSON values."""
+    if not request.inputs:
+        raise InvalidInput("the request has no inputs")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: "
+            "give one per input, or none"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(request.inputs):
+        where = f"input {tensor.name!r}"
+        if tensor.name in inputs:
+            raise InvalidInput(f"{where}: given more than once")
+        shape = check_shape(list(tensor.shape), where)
+        if raw:
+            if tensor.contents.ByteSize():
+                raise InvalidInput(f"{where}: give raw_input_contents or typed contents, not both")
+            # One copy: torch gets writable memory, not the request's immutable bytes.
+            content = bytearray(raw[index])
+            inputs[tensor.name] = _from_bytes(
+                content, 0, len(content), tensor.datatype, shape, where
+            )
+            continue
+        numpy_dtype(tensor.datatype, where)
+        field = GRPC_CONTENTS.get(tensor.datatype)
+        if field is None:
+            raise InvalidInput(f"{where}: {tensor.datatype} has no typed contents; send it raw")
+        values = list(getattr(tensor.contents, field))
+        inputs[tensor.name] = reshape(array_from_json(values, tensor.datatype, where), shape, where)
+    requested = [output.name for output in request.outputs] or None
+    return V2Request(request.id, inputs, requested)
+
+
+def encode_grpc(
+    model_name: str, request: V2Request, outputs: dict[str, np.ndarray]
+) -> pb.ModelInferResponse:
+    """Outputs -> a ModelInferResponse with raw_output_contents, as KServe answers."""
+    response = pb.ModelInferResponse(model_name=model_name, id=request.id)
+    for name, array in _selected(outputs, request):
+        response.outputs.add(name=name, datatype=v2_datatype(array), shape=array.shape)
+        response.raw_output_contents.append(array.tobytes())
+    return response
 
 
 def decode_v1_body(body: bytes, input_names: list[str], datatypes: list[str | None]) -> dict:

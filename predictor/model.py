@@ -21,17 +21,13 @@ import numpy as np
 import torch
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
-from kserve.model import InferenceVerb
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from . import codec
 from .batching import Batcher
 from .cpus import available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
-from .errors import HANDLED_ERRORS, Overloaded, PayloadTooLarge, status_of
+from .errors import Overloaded, PayloadTooLarge
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
-from .logs import access_log, new_request_id
-from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED, observe_request
+from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED
 from .signature import Signature
 
 logger = logging.getLogger("predictor")
@@ -289,56 +285,30 @@ class TorchModel(Model):
             outputs[str(name)] = tensor.cpu().numpy()
         return outputs
 
-    # ---- KServe's handlers (gRPC and the KServe dataplane) ------------------------------------
+    # ---- KServe's handlers: the one path of every protocol ---------------------------------
 
-    def validate(self, payload: Any) -> Any:
+    async def run(self, inputs: dict[str, np.ndarray], headers: dict | None = None) -> dict:
+        """What every protocol calls once it has decoded its request into named arrays:
+        preprocess -> predict -> postprocess. Subclasses customise any of the three."""
+        inputs = await self.preprocess(inputs, headers)
+        outputs = await self.predict(inputs, headers)
+        return await self.postprocess(outputs, headers)
+
+    async def preprocess(self, payload: Any, headers: dict | None = None) -> Any:
+        """Named input arrays, as decoded from V1, V2 or gRPC -> what predict takes."""
         return payload
 
-    async def __call__(
-        self, body: Any, headers: dict | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    async def predict(
+        self, payload: Any, headers: dict | None = None, response_headers: dict | None = None
     ) -> Any:
-        """KServe's own path (gRPC): counted in the predictor's metrics like REST is."""
-        start = time.perf_counter()
-        status, error_message = 200, None
-        try:
-            return await super().__call__(body, headers, verb)
-        except Exception as error:
-            status = status_of(error) if isinstance(error, HANDLED_ERRORS) else 500
-            error_message = str(error)
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            observe_request(self.name, "grpc", status, elapsed)
-            request_id = (headers or {}).get("x-request-id") or new_request_id()
-            access_log.write(
-                request_id, "grpc", f"ModelInfer/{self.name}", status, elapsed, error_message
-            )
+        """Named input arrays -> named output arrays, by the module."""
+        return await self.infer(payload)
 
-    async def preprocess(self, payload: InferRequest | dict, headers: dict | None = None) -> Any:
-        if isinstance(payload, InferRequest):
-            return _Tensors(payload.id, arrays_from_infer_request(payload), payload)
-        return _Tensors(
-            None, codec.decode_v1(payload, self.signature.input_names, self.input_datatypes)
-        )
-
-    async def predict(self, payload: Any, headers: dict | None = None) -> Any:
-        return _Tensors(payload.id, await self.infer(payload.arrays), payload.request)
-
-    async def postprocess(self, result: Any, headers: dict | None = None) -> Any:
-        if result.request is None:
-            return {"predictions": {k: v.tolist() for k, v in result.arrays.items()}}
-        outputs = select_outputs(result.arrays, result.request)
-        infer_outputs = []
-        for name, array in outputs.items():
-            output = InferOutput(name=name, shape=list(array.shape), datatype=v2_datatype(array))
-            output.set_data_from_numpy(np.require(array, requirements="C"), binary_data=True)
-            infer_outputs.append(output)
-        return InferResponse(
-            response_id=result.id or "",
-            model_name=self.name,
-            infer_outputs=infer_outputs,
-            use_binary_outputs=True,
-        )
+    async def postprocess(
+        self, result: Any, headers: dict | None = None, response_headers: dict | None = None
+    ) -> Any:
+        """Named output arrays -> what the protocol encodes (named arrays)."""
+        return result
 
 
 class ForwardCost:
@@ -370,56 +340,6 @@ class ForwardCost:
         if elements > self.largest:
             return math.inf
         return (self.fixed_s + self.per_element_s * elements) * 1e6
-
-
-@dataclass
-class _Tensors:
-    """What travels from preprocess to postprocess on KServe's own path."""
-
-    id: str | None
-    arrays: dict[str, np.ndarray]
-    request: InferRequest | None = None
-
-
-def select_outputs(outputs: dict[str, np.ndarray], request: InferRequest) -> dict[str, np.ndarray]:
-    if not request.request_outputs:
-        return outputs
-    names = [o.name for o in request.request_outputs]
-    unknown = [n for n in names if n not in outputs]
-    if unknown:
-        raise InvalidInput(f"unknown output {unknown[0]!r}; the model gives {list(outputs)}")
-    return {n: outputs[n] for n in names}
-
-
-def arrays_from_infer_request(request: InferRequest) -> dict[str, np.ndarray]:
-    """KServe's InferRequest (from gRPC) -> named arrays, raw contents without a copy."""
-    if not request.inputs:
-        raise InvalidInput("the request has no inputs")
-    arrays: dict[str, np.ndarray] = {}
-    for infer_input in request.inputs:
-        where = f"input {infer_input.name!r}"
-        if infer_input.name in arrays:
-            raise InvalidInput(f"{where}: given more than once")
-        dtype = numpy_dtype(infer_input.datatype, where)
-        shape = tuple(int(d) for d in infer_input.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"{where}: shape must be non-negative, got {list(shape)}")
-        raw = infer_input._raw_data
-        if raw is not None:
-            expected = math.prod(shape) * dtype.itemsize
-            if len(raw) != expected:
-                raise InvalidInput(
-                    f"{where}: shape {list(shape)} of {infer_input.datatype} needs {expected} "
-                    f"bytes, raw contents have {len(raw)}"
-                )
-            if dtype.kind == "b":
-                array = np.frombuffer(raw, np.uint8).astype(np.bool_)
-            else:
-                array = np.frombuffer(bytearray(raw), dtype)
-        else:
-            array = codec.array_from_json(list(infer_input.data or []), infer_input.datatype, where)
-        arrays[infer_input.name] = codec.reshape(array, shape, where)
-    return arrays
 
 
 def _first_line(error: BaseException) -> str:

@@ -87,7 +87,7 @@ class Routes:
             inputs = codec.decode_v1_body(
                 request.body, model.signature.input_names, model.input_datatypes
             )
-            outputs = await model.infer(inputs)
+            outputs = await model.run(inputs, request.headers)
             return HttpResponse(200, codec.encode_v1(outputs))
         except HANDLED_ERRORS as error:
             return error_response(error)
@@ -105,7 +105,7 @@ class Routes:
                     )
                 _require_json(request)
                 infer_request = codec.decode_v2_json(codec.parse_json(request.body))
-            outputs = await model.infer(infer_request.inputs)
+            outputs = await model.run(infer_request.inputs, request.headers)
             content, headers = codec.encode_v2(model.name, infer_request, outputs)
             return HttpResponse(200, content, headers)
         except HANDLED_ERRORS as error:
@@ -127,7 +127,7 @@ class Routes:
             array = codec.array_from_json(values, None, '"values_list"')
             if array.dtype.kind == "b":
                 raise InvalidInput('"values_list" must hold numbers, not booleans')
-            outputs = await model.infer({model.signature.input_names[0]: array})
+            outputs = await model.run({model.signature.input_names[0]: array}, request.headers)
         except (UnsupportedMediaType, InvalidInput) as error:
             # The original service answered every invalid body with 422.
             too_large = status_of(error) == 413

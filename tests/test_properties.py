@@ -4,10 +4,9 @@ For random shapes (0-d and empty dimensions included) and every supported dataty
 V1, /api/predict, V2 JSON, V2 binary and gRPC give exactly what the demo model gives in
 torch (`x * 2`), and malformed variants of a valid request get a 4xx with a message.
 
-REST runs in-process (the `client` fixture); gRPC runs KServe's own servicer in-process
-(`InferenceServicer.ModelInfer`: `InferRequest.from_grpc` -> the model's
-preprocess/predict/postprocess -> `to_grpc`), plus a few examples against a real
-server's gRPC port.
+REST runs in-process (the `client` fixture); gRPC runs the predictor's servicer in-process
+(`PredictorServicer.ModelInfer`, the subclass of KServe's servicer that `python -m
+predictor` installs), plus a few examples against a real server's gRPC port.
 """
 
 from __future__ import annotations
@@ -29,10 +28,10 @@ from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from predictor.datatypes import V2_TO_NUMPY
+from predictor.grpc_service import PredictorServicer
 from tests.serving import PredictorProcess
 
 DATATYPES = list(V2_TO_NUMPY)
@@ -424,21 +423,21 @@ def test_malformed_v2_binary_is_a_client_error(http, tensor, mutation):
     assert_client_error(response)
 
 
-# ---- gRPC: KServe's servicer in-process -------------------------------------------------------
+# ---- gRPC: the predictor's servicer in-process ----------------------------------------------
 
 
 class _Context:
-    """The part of grpc.ServicerContext that KServe's servicer reads."""
+    """The part of grpc.ServicerContext that the servicer reads (its metadata)."""
 
     def invocation_metadata(self):
         return ()
 
 
 @pytest.fixture(scope="module")
-def servicer(demo_model) -> InferenceServicer:
+def servicer(demo_model) -> PredictorServicer:
     repository = ModelRepository()
     repository.update(demo_model)
-    return InferenceServicer(
+    return PredictorServicer(
         DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
     )
 
@@ -461,7 +460,7 @@ def assert_grpc_output(response: pb.ModelInferResponse, array: np.ndarray) -> No
     assert response.raw_output_contents[0] == expected.tobytes()
 
 
-def model_infer(servicer: InferenceServicer, request: pb.ModelInferRequest):
+def model_infer(servicer: PredictorServicer, request: pb.ModelInferRequest):
     return asyncio.run(servicer.ModelInfer(request, _Context()))
 
 

@@ -1,0 +1,63 @@
+"""preprocess -> predict -> postprocess is the one path of every protocol, so a subclass
+that customises a hook changes V1, V2, /api/predict and gRPC alike."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi.testclient import TestClient
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from starlette.applications import Starlette
+
+from predictor.edge import Edge
+from predictor.grpc_service import PredictorServicer
+from predictor.model import ModelOptions, TorchModel
+from predictor.routes import Routes
+
+
+class PlusOneThenNegate(TorchModel):
+    """The demo model (x*2) wrapped in hooks: -(2 * (x + 1))."""
+
+    async def preprocess(self, payload, headers=None):
+        return {name: array + 1 for name, array in payload.items()}
+
+    async def postprocess(self, result, headers=None, response_headers=None):
+        return {name: -array for name, array in result.items()}
+
+
+class _Context:
+    def invocation_metadata(self):
+        return ()
+
+
+def test_hooks_apply_to_every_protocol():
+    model = PlusOneThenNegate("hooked", ModelOptions())
+    model.load()
+    edge = Edge(Starlette(), Routes({"hooked": model}), max_request_bytes=1 << 20, model_name="x")
+    with TestClient(edge) as client:
+        v1 = client.post("/v1/models/hooked:predict", json={"instances": [1.0, 2.0]})
+        v2 = client.post(
+            "/v2/models/hooked/infer",
+            json={
+                "inputs": [{"name": "input-0", "datatype": "INT32", "shape": [2], "data": [1, 2]}]
+            },
+        )
+        legacy = client.post("/api/predict/", json={"values_list": [1, 2]})
+    assert v1.json() == {"predictions": [-4.0, -6.0]}
+    assert v2.json()["outputs"][0]["data"] == [-4, -6]
+    assert legacy.json() == {"error": False, "result": {"tensor_list": [-4, -6]}}
+
+    repository = ModelRepository()
+    repository.update(model)
+    servicer = PredictorServicer(
+        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
+    )
+    request = pb.ModelInferRequest(model_name="hooked")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[2])
+    request.raw_input_contents.append(np.array([1, 2], np.float32).tobytes())
+    response = asyncio.run(servicer.ModelInfer(request, _Context()))
+    assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [-4.0, -6.0]
