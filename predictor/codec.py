@@ -232,8 +232,15 @@ def _decode_inputs(header: Any, binary: bytearray | None) -> dict[str, np.ndarra
 
 
 def _from_bytes(
-    buffer: bytearray, offset: int, size: int, datatype: str, shape: tuple[int, ...], where: str
+    buffer: bytes | bytearray,
+    offset: int,
+    size: int,
+    datatype: str,
+    shape: tuple[int, ...],
+    where: str,
 ) -> np.ndarray:
+    """A tensor out of raw little-endian bytes; copied only when torch could not use the
+    memory as it is (read-only bytes, or misaligned)."""
     dtype = numpy_dtype(datatype, where)
     count = math.prod(shape)
     if size != count * dtype.itemsize:
@@ -244,8 +251,8 @@ def _from_bytes(
     if dtype.kind == "b":
         return np.frombuffer(buffer, np.uint8, count, offset).astype(np.bool_).reshape(shape)
     array = np.frombuffer(buffer, dtype, count, offset)
-    if offset % dtype.itemsize:
-        array = array.copy()  # torch needs aligned memory
+    if not array.flags.writeable or offset % dtype.itemsize:
+        array = array.copy()
     return array.reshape(shape)
 
 
@@ -321,8 +328,7 @@ def decode_grpc(request: pb.ModelInferRequest) -> V2Request:
         if raw:
             if tensor.contents.ByteSize():
                 raise InvalidInput(f"{where}: give raw_input_contents or typed contents, not both")
-            # One copy: torch gets writable memory, not the request's immutable bytes.
-            content = bytearray(raw[index])
+            content = raw[index]
             inputs[tensor.name] = _from_bytes(
                 content, 0, len(content), tensor.datatype, shape, where
             )

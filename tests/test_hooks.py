@@ -61,3 +61,52 @@ def test_hooks_apply_to_every_protocol():
     request.raw_input_contents.append(np.array([1, 2], np.float32).tobytes())
     response = asyncio.run(servicer.ModelInfer(request, _Context()))
     assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [-4.0, -6.0]
+
+
+def test_models_may_write_to_their_inputs(tmp_path):
+    """Inputs decoded from raw bytes (gRPC, the binary extension) are writable memory of
+    their own, so an in-place model neither fails nor touches the request."""
+    import warnings
+
+    import orjson
+
+    from tests import toy_models
+
+    toy_models.save_torchscript(tmp_path, toy_models.InPlaceDoubler(), None)
+    model = TorchModel("inplace", ModelOptions(model_dir=str(tmp_path)))
+    model.load()
+    raw = np.array([1, 2], np.float32).tobytes()
+    repository = ModelRepository()
+    repository.update(model)
+    servicer = PredictorServicer(
+        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
+    )
+    request = pb.ModelInferRequest(model_name="inplace")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[2])
+    request.raw_input_contents.append(raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on read-only numpy memory
+        response = asyncio.run(servicer.ModelInfer(request, _Context()))
+    assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [2.0, 4.0]
+    assert request.raw_input_contents[0] == raw
+
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "datatype": "FP32",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
+    )
+    edge = Edge(Starlette(), Routes({"inplace": model}), max_request_bytes=1 << 20, model_name="x")
+    with TestClient(edge) as client:
+        answer = client.post(
+            "/v2/models/inplace/infer",
+            content=header + raw,
+            headers={"inference-header-content-length": str(len(header))},
+        )
+    assert answer.json()["outputs"][0]["data"] == [2.0, 4.0]
