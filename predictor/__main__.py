@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import warnings
 
 from kserve import model_server
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
@@ -160,6 +161,9 @@ def use_uvloop(event_loop: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Deprecations inside the pinned dependencies, not actionable by a user of the server.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+    warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated")
     args = build_parser().parse_args(argv)
     if args.workers != 1:
         # KServe's workers are spawned processes that rebuild KServe's app from scratch, so
