@@ -34,11 +34,33 @@ class _Context:
         return ()
 
 
+def edge_for(model: TorchModel) -> Edge:
+    """The predictor's HTTP edge serving one model (other paths: an empty Starlette app)."""
+    return Edge(Starlette(), Routes({model.name: model}), max_request_bytes=1 << 20, model_name="x")
+
+
+def grpc_infer(model: TorchModel, request: pb.ModelInferRequest) -> list[float]:
+    """ModelInfer through the predictor's servicer in-process; the FP32 output values."""
+    repository = ModelRepository()
+    repository.update(model)
+    servicer = PredictorServicer(
+        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
+    )
+    response = asyncio.run(servicer.ModelInfer(request, _Context()))
+    return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
+
+
+def fp32_request(model_name: str, raw: bytes) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model_name)
+    request.inputs.add(name="input-0", datatype="FP32", shape=[len(raw) // 4])
+    request.raw_input_contents.append(raw)
+    return request
+
+
 def test_hooks_apply_to_every_protocol():
     model = PlusOneThenNegate("hooked", ModelOptions())
     model.load()
-    edge = Edge(Starlette(), Routes({"hooked": model}), max_request_bytes=1 << 20, model_name="x")
-    with TestClient(edge) as client:
+    with TestClient(edge_for(model)) as client:
         v1 = client.post("/v1/models/hooked:predict", json={"instances": [1.0, 2.0]})
         v2 = client.post(
             "/v2/models/hooked/infer",
@@ -51,16 +73,8 @@ def test_hooks_apply_to_every_protocol():
     assert v2.json()["outputs"][0]["data"] == [-4, -6]
     assert legacy.json() == {"error": False, "result": {"tensor_list": [-4, -6]}}
 
-    repository = ModelRepository()
-    repository.update(model)
-    servicer = PredictorServicer(
-        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
-    )
-    request = pb.ModelInferRequest(model_name="hooked")
-    request.inputs.add(name="input-0", datatype="FP32", shape=[2])
-    request.raw_input_contents.append(np.array([1, 2], np.float32).tobytes())
-    response = asyncio.run(servicer.ModelInfer(request, _Context()))
-    assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [-4.0, -6.0]
+    raw = np.array([1, 2], np.float32).tobytes()
+    assert grpc_infer(model, fp32_request("hooked", raw)) == [-4.0, -6.0]
 
 
 def test_models_may_write_to_their_inputs(tmp_path):
@@ -76,18 +90,10 @@ def test_models_may_write_to_their_inputs(tmp_path):
     model = TorchModel("inplace", ModelOptions(model_dir=str(tmp_path)))
     model.load()
     raw = np.array([1, 2], np.float32).tobytes()
-    repository = ModelRepository()
-    repository.update(model)
-    servicer = PredictorServicer(
-        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
-    )
-    request = pb.ModelInferRequest(model_name="inplace")
-    request.inputs.add(name="input-0", datatype="FP32", shape=[2])
-    request.raw_input_contents.append(raw)
+    request = fp32_request("inplace", raw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns on read-only numpy memory
-        response = asyncio.run(servicer.ModelInfer(request, _Context()))
-    assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [2.0, 4.0]
+        assert grpc_infer(model, request) == [2.0, 4.0]
     assert request.raw_input_contents[0] == raw
 
     header = orjson.dumps(
@@ -102,8 +108,7 @@ def test_models_may_write_to_their_inputs(tmp_path):
             ]
         }
     )
-    edge = Edge(Starlette(), Routes({"inplace": model}), max_request_bytes=1 << 20, model_name="x")
-    with TestClient(edge) as client:
+    with TestClient(edge_for(model)) as client:
         answer = client.post(
             "/v2/models/inplace/infer",
             content=header + raw,
