@@ -139,17 +139,7 @@ def canary_serving(generation: int, percent: int) -> Callable[[dict], bool]:
 
 def fully_rolled_out(generation: int) -> Callable[[dict], bool]:
     """Ready, and the latest revision takes all the traffic."""
-
-    def done(obj: dict) -> bool:
-        component = spec.component_status(obj)
-        return (
-            observed(obj, generation)
-            and spec.is_ready(obj)
-            and component.get("latestReadyRevision") == component.get("latestCreatedRevision")
-            and spec.latest_percent(obj) == 100
-        )
-
-    return done
+    return canary_serving(generation, 100)
 
 
 def canary_drained(generation: int) -> Callable[[dict], bool]:
