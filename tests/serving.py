@@ -106,6 +106,17 @@ class PredictorProcess:
         self.stop()
         raise TimeoutError(f"predictor not ready after {self.ready_timeout}s:\n{self.logs()}")
 
+    def wait_for_inflight(self, count: int, timeout: float = 20.0) -> None:
+        """Until the server reports `count` inference requests in flight (its metrics), so a
+        test knows they were accepted and are being worked on."""
+        line = f'predictor_inflight_requests{{model="{self.model_name}"}} {float(count)}'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if line in requests.get(f"{self.http_url}/metrics", timeout=5).text:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"never saw {count} requests in flight:\n{self.logs()}")
+
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode

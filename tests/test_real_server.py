@@ -184,7 +184,7 @@ def test_slow_model_does_not_block_health_probes(tmp_path):
             json={"instances": [1.0]},
             timeout=30,
         )
-        time.sleep(0.3)
+        process.wait_for_inflight(1)
         probe = requests.get(f"{process.http_url}/v2/health/ready", timeout=1.0)
         assert probe.status_code == 200
         assert not slow.done(), "the probe must have answered while inference was running"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
-import time
 
 import pytest
 import requests
@@ -30,7 +29,7 @@ def test_sigterm_finishes_accepted_requests_then_exits_zero(tmp_path):
                 pool.submit(requests.post, url, json={"instances": [float(i)]}, timeout=60)
                 for i in range(3)
             ]
-            time.sleep(0.5)
+            server.wait_for_inflight(3)
             server.process.send_signal(signal.SIGTERM)
             answers = [future.result() for future in accepted]
         assert [a.status_code for a in answers] == [200, 200, 200]
