@@ -117,6 +117,17 @@ class PredictorProcess:
             time.sleep(0.05)
         raise TimeoutError(f"never saw {count} requests in flight:\n{self.logs()}")
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The server's log once it contains `text` (a line may be written just after the
+        answer reaches the client)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            logs = self.logs()
+            if text in logs:
+                return logs
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} never appeared in the log:\n{self.logs()}")
+
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode

@@ -9,7 +9,6 @@ import concurrent.futures
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -92,8 +91,7 @@ def test_tritonclient_grpc_raw_contents(server):
         output = result["outputs"]["output-0"]
         assert output["datatype"] == datatype and output["shape"] == [2, 5]
         np.testing.assert_array_equal(np.array(output["data"], dtype), torch_doubled(array))
-    time.sleep(0.3)
-    logs = server.logs()
+    logs = server.wait_for_log('"method":"grpc"')
     assert logs.count('"method":"grpc"') >= len(cases)
     assert "grpc method:" not in logs  # KServe's own per-call line is replaced by ours
 
@@ -162,8 +160,7 @@ def test_one_json_log_line_per_request(server):
         json={"instances": [1]},
         headers={"X-Request-Id": "trace-me"},
     )
-    time.sleep(0.3)
-    logs = server.logs()
+    logs = server.wait_for_log('"request_id":"trace-me"')
     assert logs.count('"logger":"predictor.access"') == before + 1
     assert '"request_id":"trace-me"' in logs
     assert "uvicorn.access" not in logs
