@@ -66,10 +66,14 @@ class Edge:
         probe = (method == "GET" and path.startswith(PROBE_PATHS)) or path in ("/", "/v2")
         access_log.write(request_id, method, path, status, elapsed, error, quiet=probe)
 
-    async def _read_body(self, receive, headers: dict[str, str]) -> bytes:
+    def _check_declared_length(self, headers: dict[str, str]) -> None:
+        """A Content-Length over the limit is refused before anything is read."""
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             raise PayloadTooLarge(self.too_large)
+
+    async def _read_body(self, receive, headers: dict[str, str]) -> bytes:
+        self._check_declared_length(headers)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -105,10 +109,8 @@ class Edge:
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        declared = headers.get("content-length")
         try:
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-                raise PayloadTooLarge(self.too_large)
+            self._check_declared_length(headers)
             await self.app(scope, counted_receive, send_with_id)
         except PayloadTooLarge as too_large:
             if started:

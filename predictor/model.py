@@ -1,10 +1,9 @@
 """TorchModel: a `kserve.Model` that serves any PyTorch module.
 
 `load` finds and loads the model and answers one warm-up inference before the model is
-ready. `preprocess` turns a KServe request (V2 `InferRequest` from gRPC, or a V1 dict)
-into named numpy arrays, `predict` runs the module off the event loop, and
-`postprocess` turns the outputs back into the caller's protocol. The fast REST routes
-(routes.py) decode the wire themselves and call `infer`, the same core.
+ready. Every protocol (routes.py for REST, grpc_service.py for gRPC) decodes its request
+into named numpy arrays and calls `run`: `preprocess` -> `predict` (the module, off the
+event loop unless the call is cheaper than a thread hand-off) -> `postprocess`.
 """
 
 from __future__ import annotations
