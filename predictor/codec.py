@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from .datatypes import V2_TO_NUMPY, numpy_dtype, v2_datatype
+from .grpc_wire import with_raw_contents
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 HEADER_LENGTH = "inference-header-content-length"
@@ -232,7 +234,7 @@ def _decode_inputs(header: Any, binary: bytearray | None) -> dict[str, np.ndarra
 
 
 def _from_bytes(
-    buffer: bytes | bytearray,
+    buffer: bytes | bytearray | memoryview,
     offset: int,
     size: int,
     datatype: str,
@@ -262,7 +264,11 @@ def _selected(outputs: dict[str, np.ndarray], request: V2Request):
     for name in names:
         if name not in outputs:
             raise InvalidInput(f"unknown output {name!r}; the model gives {list(outputs)}")
-    return [(name, np.require(outputs[name], requirements="C")) for name in names]
+    return [(name, _contiguous(outputs[name])) for name in names]
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def encode_v2(
@@ -308,12 +314,11 @@ GRPC_CONTENTS = {
 }
 
 
-def decode_grpc(request: pb.ModelInferRequest) -> V2Request:
-    """A gRPC ModelInferRequest -> V2Request: raw contents through np.frombuffer, typed
-    contents checked like JSON values."""
+def decode_grpc(request: pb.ModelInferRequest, raw: Sequence[memoryview]) -> V2Request:
+    """A ModelInferRequest, its raw contents apart (grpc_wire.split_raw_contents) ->
+    V2Request: raw contents through np.frombuffer, typed contents checked like JSON."""
     if not request.inputs:
         raise InvalidInput("the request has no inputs")
-    raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
             f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: "
@@ -330,7 +335,7 @@ def decode_grpc(request: pb.ModelInferRequest) -> V2Request:
                 raise InvalidInput(f"{where}: give raw_input_contents or typed contents, not both")
             content = raw[index]
             inputs[tensor.name] = _from_bytes(
-                content, 0, len(content), tensor.datatype, shape, where
+                content, 0, content.nbytes, tensor.datatype, shape, where
             )
             continue
         numpy_dtype(tensor.datatype, where)
@@ -343,15 +348,15 @@ def decode_grpc(request: pb.ModelInferRequest) -> V2Request:
     return V2Request(request.id, inputs, requested)
 
 
-def encode_grpc(
-    model_name: str, request: V2Request, outputs: dict[str, np.ndarray]
-) -> pb.ModelInferResponse:
-    """Outputs -> a ModelInferResponse with raw_output_contents, as KServe answers."""
+def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarray]) -> bytes:
+    """Outputs -> a serialised ModelInferResponse with raw_output_contents, as KServe
+    answers, each output copied once (grpc_wire.with_raw_contents)."""
     response = pb.ModelInferResponse(model_name=model_name, id=request.id)
+    contents = []
     for name, array in _selected(outputs, request):
         response.outputs.add(name=name, datatype=v2_datatype(array), shape=array.shape)
-        response.raw_output_contents.append(array.tobytes())
-    return response
+        contents.append(array)
+    return with_raw_contents(response, contents)
 
 
 def decode_v1_body(body: bytes, input_names: list[str], datatypes: list[str | None]) -> dict:
@@ -427,7 +432,7 @@ def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]
 
 def json_value(array: np.ndarray) -> Any:
     """orjson writes numpy arrays natively, but not 0-d ones or non-contiguous ones."""
-    return array.item() if array.ndim == 0 else np.require(array, requirements="C")
+    return array.item() if array.ndim == 0 else _contiguous(array)
 
 
 def encode_v1(outputs: dict[str, np.ndarray]) -> bytes:

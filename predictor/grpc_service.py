@@ -1,60 +1,147 @@
-"""gRPC ModelInfer answered by the predictor itself.
+"""The gRPC server: KServe's, with ModelInfer answered by the predictor.
 
-KServe's servicer turns every request into its `InferRequest` objects, runs them through
-its dataplane and the model's KServe `__call__`, and builds the response back from
-`InferResponse` objects. This subclass keeps every other RPC of KServe's servicer
-(health, metadata, repository) and answers ModelInfer straight from the protobuf message
-to numpy and back (codec.py), through the same preprocess -> predict -> postprocess path
-as REST, with the same metrics and one JSON log line per request.
+KServe's servicer turns every ModelInfer into its `InferRequest` objects and back, with
+protobuf copying the raw tensor bytes several times on the way. Here ModelInfer takes the
+request's bytes and answers bytes (grpc_wire.py: raw contents copied once each way), and
+runs through the same preprocess -> predict -> postprocess path as REST, with the same
+metrics and one JSON log line per request. Every other RPC (health, metadata, repository)
+is KServe's servicer, behind KServe's error-mapping interceptor.
+
+KServe's per-call "grpc method: ..." logging interceptor is left out: the access line
+written here says more.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from concurrent import futures
 
+import grpc
+from google.protobuf import message_factory
+from grpc import aio
+from kserve import model_server as kserve_model_server
 from kserve.errors import ModelNotFound, ModelNotReady
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc import server as kserve_grpc_server
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.utils.utils import to_headers
 
 from . import codec
-from .errors import HANDLED_ERRORS, status_of
+from .errors import HANDLED_ERRORS, message_of, status_of
+from .grpc_wire import split_raw_contents
 from .logs import access_log, new_request_id
 from .metrics import observe_request
 from .model import TorchModel
 
+logger = logging.getLogger("predictor")
 
-class PredictorServicer(InferenceServicer):
-    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+MODEL_INFER = f"/{SERVICE.full_name}/ModelInfer"
+
+# The gRPC status for each HTTP status the predictor's errors carry (errors.py).
+GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class ModelInfer:
+    """The ModelInfer RPC, serialised request in, serialised response out."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    async def handle(self, wire: bytes, context: aio.ServicerContext) -> bytes:
         start = time.perf_counter()
-        headers = to_headers(context)
-        status, error = 200, None
+        headers = dict(context.invocation_metadata() or ())
+        model_name, status, error = "", 200, None
         try:
-            model = self._data_plane.model_registry.get_model(request.model_name)
-            if model is None:
-                raise ModelNotFound(request.model_name)
+            message, raw = split_raw_contents(wire)
+            model_name = message.model_name
+            model = self.registry.get_model(model_name)
             if not isinstance(model, TorchModel):
-                return await super().ModelInfer(request, context)
+                raise ModelNotFound(model_name)
             if not model.ready:
-                raise ModelNotReady(model.name)
-            decoded = codec.decode_grpc(request)
-            outputs = await model.run(decoded.inputs, headers)
-            return codec.encode_grpc(model.name, decoded, outputs)
+                raise ModelNotReady(model_name)
+            request = codec.decode_grpc(message, raw)
+            outputs = await model.run(request.inputs, headers)
+            return codec.encode_grpc(model.name, request, outputs)
+        except HANDLED_ERRORS as failure:
+            status, error = status_of(failure), message_of(failure)
         except Exception as failure:
-            # The interceptor KServe installs turns the error into the gRPC status.
-            status = status_of(failure) if isinstance(failure, HANDLED_ERRORS) else 500
-            error = str(failure)
-            raise
+            logger.exception("ModelInfer on model %r failed", model_name)
+            status, error = 500, f"{type(failure).__name__}: {failure}"
         finally:
             elapsed = time.perf_counter() - start
-            observe_request(request.model_name, "grpc", status, elapsed)
+            observe_request(model_name, "grpc", status, elapsed)
             request_id = headers.get("x-request-id") or new_request_id()
-            path = f"ModelInfer/{request.model_name}"
+            path = f"ModelInfer/{model_name}"
             access_log.write(request_id, "grpc", path, status, elapsed, error)
+        # A status, not an exception: the call ends with it and no response message.
+        context.set_code(GRPC_CODES[status])
+        context.set_details(error)
+        return b""
+
+
+def method_handlers(servicer: InferenceServicer, model_infer: ModelInfer) -> dict:
+    """A handler for every RPC of the service: KServe's servicer with protobuf messages,
+    except ModelInfer, which takes and gives bytes (no (de)serialiser)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        if method.name == "ModelInfer":
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(model_infer.handle)
+            continue
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+            response_serializer=message_factory.GetMessageClass(
+                method.output_type
+            ).SerializeToString,
+        )
+    return handlers
+
+
+class KServeErrorStatus(ExceptionToStatusInterceptor):
+    """KServe's mapping of its errors to gRPC status, for KServe's RPCs. ModelInfer sets
+    its own status, so it skips the wrapper this would build around it on every call."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method == MODEL_INFER:
+            return await continuation(handler_call_details)
+        return await super().intercept_service(continuation, handler_call_details)
+
+
+class PredictorGRPCServer(GRPCServer):
+    async def start(self, max_workers: int) -> None:
+        """KServe's GRPCServer.start, with ModelInfer registered to the predictor and no
+        per-call logging interceptor."""
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(KServeErrorStatus(),),
+            options=[
+                ("grpc.max_send_message_length", self._kwargs["grpc_max_send_message_length"]),
+                (
+                    "grpc.max_receive_message_length",
+                    self._kwargs["grpc_max_receive_message_length"],
+                ),
+            ],
+        )
+        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        model_infer = ModelInfer(self._data_plane.model_registry)
+        self._server.add_registered_method_handlers(
+            SERVICE.full_name, method_handlers(servicer, model_infer)
+        )
+        self._server.add_insecure_port(f"[::]:{self._port}")
+        await self._server.start()
+        await self._server.wait_for_termination()
 
 
 def install() -> None:
-    """Have KServe's gRPC server build this servicer: GRPCServer.start looks the class up
-    in its own module, so that name is pointed here (before ModelServer.start)."""
-    kserve_grpc_server.InferenceServicer = PredictorServicer  # type: ignore[misc]
+    """Have ModelServer build the predictor's gRPC server: ModelServer.start looks the
+    class up in its own module, so that name is pointed here (before it starts)."""
+    kserve_model_server.GRPCServer = PredictorGRPCServer  # type: ignore[misc]

@@ -78,18 +78,9 @@ class AccessLog:
 access_log = AccessLog()
 
 
-class _DropGrpcMethodLines(logging.Filter):
-    """KServe's gRPC interceptor logs "grpc method: ..." for every call; the predictor
-    writes its own line per request instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("grpc method:")
-
-
 def configure(level: str, access_log_enabled: bool, latency_logging: bool) -> None:
     """Call after ModelServer() has configured KServe's logging."""
     access_log.configure(level)
-    logging.getLogger("kserve").addFilter(_DropGrpcMethodLines())
     if not access_log_enabled:
         # uvicorn formats an access line whenever this logger has handlers, whatever its
         # level; without handlers it skips the work.

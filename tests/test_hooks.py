@@ -3,20 +3,15 @@ that customises a hook changes V1, V2, /api/predict and gRPC alike."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 from fastapi.testclient import TestClient
-from kserve.model_repository import ModelRepository
-from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from starlette.applications import Starlette
 
 from predictor.edge import Edge
-from predictor.grpc_service import PredictorServicer
 from predictor.model import ModelOptions, TorchModel
 from predictor.routes import Routes
+from tests.grpc_inprocess import model_infer
 
 
 class PlusOneThenNegate(TorchModel):
@@ -29,24 +24,14 @@ class PlusOneThenNegate(TorchModel):
         return {name: -array for name, array in result.items()}
 
 
-class _Context:
-    def invocation_metadata(self):
-        return ()
-
-
 def edge_for(model: TorchModel) -> Edge:
     """The predictor's HTTP edge serving one model (other paths: an empty Starlette app)."""
     return Edge(Starlette(), Routes({model.name: model}), max_request_bytes=1 << 20, model_name="x")
 
 
 def grpc_infer(model: TorchModel, request: pb.ModelInferRequest) -> list[float]:
-    """ModelInfer through the predictor's servicer in-process; the FP32 output values."""
-    repository = ModelRepository()
-    repository.update(model)
-    servicer = PredictorServicer(
-        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
-    )
-    response = asyncio.run(servicer.ModelInfer(request, _Context()))
+    """ModelInfer through the predictor's handler in-process; the FP32 output values."""
+    response = model_infer(model, request)
     return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
 
 
@@ -90,11 +75,13 @@ def test_models_may_write_to_their_inputs(tmp_path):
     model = TorchModel("inplace", ModelOptions(model_dir=str(tmp_path)))
     model.load()
     raw = np.array([1, 2], np.float32).tobytes()
-    request = fp32_request("inplace", raw)
+    wire = fp32_request("inplace", raw).SerializeToString()
+    sent = bytes(bytearray(wire))  # a copy, to compare with after the call
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns on read-only numpy memory
-        assert grpc_infer(model, request) == [2.0, 4.0]
-    assert request.raw_input_contents[0] == raw
+        response = model_infer(model, wire)
+    assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [2.0, 4.0]
+    assert wire == sent
 
     header = orjson.dumps(
         {

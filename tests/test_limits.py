@@ -139,3 +139,63 @@ def test_model_fault_is_a_500_with_a_message_and_a_log_line(tmp_path, capsys):
     assert legacy.status_code == 500 and legacy.json()["error"] is True
     assert fine.json() == {"predictions": [2.0]}
     assert '"status":500' in capsys.readouterr().out
+
+
+def test_grpc_status_for_each_refusal_and_fault(tmp_path, caplog, monkeypatch):
+    """ModelInfer ends a refused or failed call with the gRPC status of its HTTP status:
+    too large RESOURCE_EXHAUSTED, overload UNAVAILABLE (clients retry it), a model bug
+    INTERNAL with its message and a logged traceback."""
+    import grpc
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    from predictor.grpc_service import ModelInfer
+    from tests.grpc_inprocess import GrpcStatus, ServicerContext, model_infer
+
+    def request(model: str, values: np.ndarray) -> pb.ModelInferRequest:
+        message = pb.ModelInferRequest(model_name=model)
+        message.inputs.add(name="input-0", datatype="FP32", shape=list(values.shape))
+        message.raw_input_contents.append(values.astype(np.float32).tobytes())
+        return message
+
+    small = TorchModel("small", ModelOptions(max_tensor_elements=10))
+    small.load()
+    with pytest.raises(GrpcStatus) as too_large:
+        model_infer(small, request("small", np.ones(11)))
+    assert too_large.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit is 10" in too_large.value.details
+
+    toy_models.save_state_dict(tmp_path, toy_models.FailsOnNegative(), None)
+    flaky = TorchModel(
+        "flaky",
+        ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:FailsOnNegative"),
+    )
+    flaky.load()
+    with pytest.raises(GrpcStatus) as fault:
+        model_infer(flaky, request("flaky", -np.ones(1)))
+    assert fault.value.code == grpc.StatusCode.INTERNAL
+    assert "internal lookup failed" in fault.value.details
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+
+    monkeypatch.setattr(toy_models.Slow, "delay_s", 0.3)
+    slow_dir = tmp_path / "slow"
+    toy_models.save_state_dict(slow_dir, toy_models.Slow(), None)
+    slow = TorchModel(
+        "slow",
+        ModelOptions(model_dir=str(slow_dir), model_class="tests.toy_models:Slow", max_inflight=1),
+    )
+    slow.load()
+    registry = ModelRepository()
+    registry.update(slow)
+    handler = ModelInfer(registry)
+    wire = request("slow", np.ones(1)).SerializeToString()
+    contexts = [ServicerContext(), ServicerContext()]
+
+    async def two_at_once():
+        return await asyncio.gather(*(handler.handle(wire, c) for c in contexts))
+
+    first, _ = asyncio.run(two_at_once())
+    assert contexts[0].code is None
+    assert np.frombuffer(pb.ModelInferResponse.FromString(first).raw_output_contents[0], "<f4") == 2
+    assert contexts[1].code == grpc.StatusCode.UNAVAILABLE
+    assert "retry" in contexts[1].details

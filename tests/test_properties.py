@@ -4,14 +4,13 @@ For random shapes (0-d and empty dimensions included) and every supported dataty
 V1, /api/predict, V2 JSON, V2 binary and gRPC give exactly what the demo model gives in
 torch (`x * 2`), and malformed variants of a valid request get a 4xx with a message.
 
-REST runs in-process (the `client` fixture); gRPC runs the predictor's servicer in-process
-(`PredictorServicer.ModelInfer`, the subclass of KServe's servicer that `python -m
-predictor` installs), plus a few examples against a real server's gRPC port.
+REST runs in-process (the `client` fixture); gRPC runs the predictor's ModelInfer handler
+in-process on serialised requests (`tests/grpc_inprocess.py`), plus a few examples against
+a real server's gRPC port.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import grpc
@@ -24,14 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from kserve.errors import InvalidInput
-from kserve.model_repository import ModelRepository
-from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from predictor.datatypes import V2_TO_NUMPY
-from predictor.grpc_service import PredictorServicer
+from predictor.grpc_wire import split_raw_contents, with_raw_contents
+from tests.grpc_inprocess import GrpcStatus, model_infer
 from tests.serving import PredictorProcess
 
 DATATYPES = list(V2_TO_NUMPY)
@@ -423,23 +420,7 @@ def test_malformed_v2_binary_is_a_client_error(http, tensor, mutation):
     assert_client_error(response)
 
 
-# ---- gRPC: the predictor's servicer in-process ----------------------------------------------
-
-
-class _Context:
-    """The part of grpc.ServicerContext that the servicer reads (its metadata)."""
-
-    def invocation_metadata(self):
-        return ()
-
-
-@pytest.fixture(scope="module")
-def servicer(demo_model) -> PredictorServicer:
-    repository = ModelRepository()
-    repository.update(demo_model)
-    return PredictorServicer(
-        DataPlane(model_registry=repository), ModelRepositoryExtension(repository)
-    )
+# ---- gRPC: the predictor's ModelInfer in-process ----------------------------------------------
 
 
 def grpc_request(
@@ -460,15 +441,65 @@ def assert_grpc_output(response: pb.ModelInferResponse, array: np.ndarray) -> No
     assert response.raw_output_contents[0] == expected.tobytes()
 
 
-def model_infer(servicer: PredictorServicer, request: pb.ModelInferRequest):
-    return asyncio.run(servicer.ModelInfer(request, _Context()))
+@PROPERTY
+@given(tensor=tensors(finite=False))
+def test_grpc_raw_contents_match_torch_bit_for_bit(demo_model, tensor):
+    datatype, array = tensor
+    assert_grpc_output(model_infer(demo_model, grpc_request(datatype, array)), array)
 
 
 @PROPERTY
-@given(tensor=tensors(finite=False))
-def test_grpc_raw_contents_match_torch_bit_for_bit(servicer, tensor):
+@given(tensor=tensors(finite=False), raw_first=st.booleans(), request_id=st.text(max_size=20))
+def test_grpc_wire_split_reads_fields_in_any_order(demo_model, tensor, raw_first, request_id):
+    """The raw contents are sliced out of the request bytes wherever they sit (a message's
+    fields may come in any order: a concatenation of two messages is their merge)."""
     datatype, array = tensor
-    assert_grpc_output(model_infer(servicer, grpc_request(datatype, array)), array)
+    full = grpc_request(datatype, array)
+    full.id = request_id
+    full.outputs.add(name=OUTPUT)
+    header = pb.ModelInferRequest()
+    header.CopyFrom(full)
+    header.ClearField("raw_input_contents")
+    raw_only = pb.ModelInferRequest(raw_input_contents=full.raw_input_contents)
+    parts = [raw_only.SerializeToString(), header.SerializeToString()]
+    wire = b"".join(parts if raw_first else reversed(parts))
+
+    message, raw = split_raw_contents(wire)
+    assert message == header
+    assert [bytes(r) for r in raw] == list(full.raw_input_contents)
+    response = model_infer(demo_model, wire)
+    assert response.id == request_id
+    assert_grpc_output(response, array)
+
+
+@PROPERTY
+@given(wire=st.binary(max_size=200) | st.builds(lambda n: VALID_WIRE[:n], st.integers(0, 200)))
+def test_grpc_wire_garbage_is_invalid_input_or_a_message(wire):
+    """Random bytes and every truncation of a valid request: a message or InvalidInput."""
+    try:
+        message, raw = split_raw_contents(wire)
+    except InvalidInput as error:
+        assert str(error).startswith("malformed ModelInferRequest")
+    else:
+        assert isinstance(message, pb.ModelInferRequest)
+        assert all(r.obj is wire for r in raw)  # views into the request, not copies
+
+
+VALID_WIRE = grpc_request("INT16", np.arange(30, dtype=np.int16).reshape(5, 6)).SerializeToString()
+
+
+def test_grpc_wire_response_is_protobufs_own_encoding():
+    outputs = [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros((0, 4)), np.array(True)]
+    response = pb.ModelInferResponse(model_name="m", id="7")
+    for i, array in enumerate(outputs):
+        response.outputs.add(name=f"o{i}", datatype="FP32", shape=array.shape)
+    expected = pb.ModelInferResponse()
+    expected.CopyFrom(response)
+    expected.raw_output_contents.extend(array.tobytes() for array in outputs)
+
+    wire = with_raw_contents(response, outputs)
+    assert pb.ModelInferResponse.FromString(wire) == expected
+    assert wire == expected.SerializeToString()  # raw contents are the last field anyway
 
 
 CONTENTS_FIELD = {
@@ -488,22 +519,22 @@ CONTENTS_FIELD = {
 
 @PROPERTY
 @given(tensor=tensors(finite=False, datatypes=sorted(CONTENTS_FIELD)))
-def test_grpc_typed_contents_match_torch(servicer, tensor):
+def test_grpc_typed_contents_match_torch(demo_model, tensor):
     datatype, array = tensor
     if datatype == "UINT64":
         array = np.asarray(array & np.uint64(2**63 - 1))  # 2**63 up: reported, see below
     request = pb.ModelInferRequest(model_name="model")
     entry = request.inputs.add(name=INPUT, datatype=datatype, shape=list(array.shape))
     getattr(entry.contents, CONTENTS_FIELD[datatype]).extend(array.reshape(-1).tolist())
-    assert_grpc_output(model_infer(servicer, request), array)
+    assert_grpc_output(model_infer(demo_model, request), array)
 
 
 @pytest.mark.parametrize("values", [[2**63], [2**64 - 1, 1]])
-def test_grpc_uint64_contents_edges(servicer, values):
+def test_grpc_uint64_contents_edges(demo_model, values):
     request = pb.ModelInferRequest(model_name="model")
     entry = request.inputs.add(name=INPUT, datatype="UINT64", shape=[len(values)])
     entry.contents.uint64_contents.extend(values)
-    assert_grpc_output(model_infer(servicer, request), np.array(values, np.uint64))
+    assert_grpc_output(model_infer(demo_model, request), np.array(values, np.uint64))
 
 
 def _grpc_mutations(datatype: str, array: np.ndarray) -> dict:
@@ -547,12 +578,12 @@ def _grpc_mutations(datatype: str, array: np.ndarray) -> dict:
     tensor=tensors(finite=False),
     mutation=st.sampled_from(sorted(_grpc_mutations("FP32", np.zeros(1)))),
 )
-def test_malformed_grpc_is_invalid_argument(servicer, tensor, mutation):
-    """KServe's gRPC server answers InvalidInput with INVALID_ARGUMENT; anything else is a 5xx."""
+def test_malformed_grpc_is_invalid_argument(demo_model, tensor, mutation):
     request = _grpc_mutations(*tensor)[mutation]
-    with pytest.raises(InvalidInput) as raised:
-        model_infer(servicer, request)
-    assert str(raised.value)
+    with pytest.raises(GrpcStatus) as raised:
+        model_infer(demo_model, request)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details
 
 
 # ---- gRPC: a real server's port ----------------------------------------------------------------
