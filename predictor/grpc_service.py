@@ -138,6 +138,7 @@ class PredictorGRPCServer(GRPCServer):
         )
         self._server.add_insecure_port(f"[::]:{self._port}")
         await self._server.start()
+        logger.info("gRPC server listening on [::]:%d", self._port)
         await self._server.wait_for_termination()
 
 
