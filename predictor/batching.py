@@ -86,12 +86,8 @@ class Batcher:
                     batch.append(other)
                     rows += other.rows
             while rows < self.max_batch_size:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
+                item = await self._next(queue, deadline)
+                if item is None:
                     break
                 if item.key == first.key and rows + item.rows <= self.max_batch_size:
                     batch.append(item)
@@ -99,6 +95,23 @@ class Batcher:
                 else:
                     held.append(item)
             await self._execute(batch)
+
+    @staticmethod
+    async def _next(queue: asyncio.Queue[_Pending], deadline: float) -> _Pending | None:
+        """The next request: one already queued at once (every await hands the event loop
+        to other requests, so waiting for each in turn would close the batch with most
+        of the queue left behind), else the next to arrive before `deadline`, else None."""
+        try:
+            return queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        timeout = deadline - asyncio.get_running_loop().time()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(queue.get(), timeout)
+        except TimeoutError:
+            return None
 
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -77,3 +77,31 @@ def test_scalars_run_alone(batched_model):
     )
     assert results[0]["output-0"].shape == () and float(results[0]["output-0"]) == 6.0
     assert results[1]["output-0"].tolist() == [2.0, 2.0]
+
+
+def test_requests_queued_during_a_forward_go_in_the_next_batch_at_once():
+    """What queued up while a batch ran is taken whole, without waiting for each request in
+    turn: with no delay allowed at all, the 20 requests that arrive during the first
+    forward still make one batch."""
+    import time
+
+    from predictor.batching import Batcher
+
+    sizes: list[int] = []
+
+    def forward(arrays):
+        sizes.append(arrays[0].shape[0])
+        time.sleep(0.2 if len(sizes) == 1 else 0)
+        return {"y": arrays[0] * 2}
+
+    batcher = Batcher(forward, max_batch_size=64, max_delay=0.0)
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit([np.zeros((1, 2), np.float32)]))
+        await asyncio.sleep(0.05)  # the first forward is running
+        later = [batcher.submit([np.full((1, 2), i, np.float32)]) for i in range(20)]
+        return await first, await asyncio.gather(*later)
+
+    _, results = asyncio.run(scenario())
+    assert sizes == [1, 20]
+    assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(20)]
