@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated")
     args = build_parser().parse_args(argv)
+    logs.setup_predictor_logger(args.log_level)
     if args.workers != 1:
         # KServe's workers are spawned processes that rebuild KServe's app from scratch, so
         # they would serve without this predictor's model and routes.

@@ -14,6 +14,7 @@ import sys
 import time
 
 import orjson
+from kserve.logging import KSERVE_LOG_CONFIG
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 
@@ -76,6 +77,19 @@ class AccessLog:
 
 
 access_log = AccessLog()
+
+
+def setup_predictor_logger(level: str) -> None:
+    """The predictor's own lines (the model loaded and where, faults with their traceback)
+    on stderr in KServe's format. Call first: the model loads before KServe sets up its
+    logging, which leaves this logger alone."""
+    formatter = KSERVE_LOG_CONFIG["formatters"]["kserve"]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(formatter["fmt"], formatter["datefmt"]))
+    logger = logging.getLogger("predictor")
+    logger.handlers = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def configure(level: str, access_log_enabled: bool, latency_logging: bool) -> None:

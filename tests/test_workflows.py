@@ -73,6 +73,17 @@ def test_actionlint_reports_shellcheck_findings(tmp_path):
     assert result.returncode == 1 and "shellcheck" in result.stdout
 
 
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not on PATH")
+def test_shell_scripts_pass_shellcheck():
+    """The repository's own scripts (CI entry, benchmark and GPU-run scripts)."""
+    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "benchmarks").glob("*.sh"))]
+    assert len(scripts) >= 3
+    result = subprocess.run(
+        ["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_workflow_schemas():
     result = subprocess.run(
         [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *WORKFLOWS],
