@@ -58,7 +58,8 @@ def split_raw_contents(wire: bytes) -> tuple[pb.ModelInferRequest, list[memoryvi
             raise _malformed("truncated or corrupt field")
         rest.append(view[field_start:position])
     try:
-        message = pb.ModelInferRequest.FromString(b"".join(rest))
+        # Without raw contents (typed contents) the bytes are parsed as they are, uncopied.
+        message = pb.ModelInferRequest.FromString(b"".join(rest) if raw else wire)
     except DecodeError as error:
         raise _malformed(str(error)) from None
     return message, raw
