@@ -1,4 +1,5 @@
-"""How many cores this process may really use, so torch's thread pool fits them.
+"""The CPUs this process really has: how many cores it may use, and how long a thread
+waited for one.
 
 torch sizes its pool by the machine's cores; in a pod with a CPU limit, or a process
 pinned with taskset, that oversubscribes, and torch's threads then spin against each
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from pathlib import Path
 
 
@@ -33,3 +36,40 @@ def available_cpus() -> int:
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
+
+
+_thread_stats = threading.local()
+
+
+def run_queue_wait() -> float:
+    """Seconds the calling thread has spent ready to run but waiting for a core (Linux
+    schedstat; 0.0 where the kernel does not say). Precise to tens of microseconds. One
+    file descriptor per thread, kept open: a read then costs about 1.5 µs."""
+    fd = getattr(_thread_stats, "fd", None)
+    if fd is None:
+        try:
+            fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            fd = -1
+        _thread_stats.fd = fd
+    if fd < 0:
+        return 0.0
+    try:
+        return int(os.pread(fd, 64, 0).split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class CoreClock:
+    """How long a call on this thread would have taken with a core to itself: wall time
+    less the time spent waiting for a core, and never less than the CPU time it used.
+    Waiting for anything else (a GPU, I/O, a sleep) counts."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.waited = run_queue_wait()
+        self.cpu = time.thread_time()
+
+    def elapsed(self) -> float:
+        wall = time.perf_counter() - self.start - (run_queue_wait() - self.waited)
+        return max(wall, time.thread_time() - self.cpu)

@@ -22,7 +22,7 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
 
 from .batching import Batcher
-from .cpus import available_cpus
+from .cpus import CoreClock, available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .errors import Overloaded, PayloadTooLarge
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
@@ -210,7 +210,7 @@ class TorchModel(Model):
                 outputs = self.forward(arrays)
             else:
                 loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(self._executor, self.forward, arrays)
+                outputs = await loop.run_in_executor(self._executor, self.forward, arrays, True)
         except InvalidInput:
             raise
         except Exception:
@@ -230,21 +230,23 @@ class TorchModel(Model):
             MODEL_HEALTHY.labels(self.name).set(int(healthy))
             logger.warning("model %s is %s", self.name, "healthy again" if healthy else "failing")
 
-    def forward(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Call the module on numpy arrays; runs on an inference thread."""
+    def forward(self, arrays: list[np.ndarray], off_loop: bool = False) -> dict[str, np.ndarray]:
+        """Call the module on numpy arrays: on the event loop when cheap, else (off_loop)
+        on an inference thread."""
         float_dtype = next((a.dtype for a in arrays if a.dtype.kind == "f"), np.dtype(np.float32))
         with torch.inference_mode():
             tensors = [self._to_device(array) for array in arrays]
-            # CPU time of this thread: wall time would also count the time this thread
-            # waited for the core, and make a model look costlier the busier the server.
-            # A GPU's time is waited for, so it is wall time there.
-            clock = time.perf_counter if self.device.type == "cuda" else time.thread_time
-            start = clock()
+            # On an inference thread, wall time would also count waiting for the core the
+            # event loop holds: the busier the server, the costlier the model would look,
+            # and the more it would be kept off the loop.
+            clock = CoreClock() if off_loop else None
+            start = time.perf_counter()
             try:
                 result = self.module(*tensors)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                self.cost.record(arrays, clock() - start)
+                took = clock.elapsed() if clock else time.perf_counter() - start
+                self.cost.record(arrays, took)
             except torch.OutOfMemoryError as error:
                 raise InferenceError(
                     f"out of memory running the model: {_first_line(error)}"

@@ -199,3 +199,18 @@ def test_grpc_status_for_each_refusal_and_fault(tmp_path, caplog, monkeypatch):
     assert np.frombuffer(pb.ModelInferResponse.FromString(first).raw_output_contents[0], "<f4") == 2
     assert contexts[1].code == grpc.StatusCode.UNAVAILABLE
     assert "retry" in contexts[1].details
+
+
+def test_a_model_that_waits_stays_off_the_event_loop(tmp_path, monkeypatch):
+    """The cost that decides inline-or-thread counts time a model waits (here, sleeps) as
+    well as compute, so a slow model keeps going to a thread after many calls."""
+    monkeypatch.setattr(toy_models.Slow, "delay_s", 0.02)
+    toy_models.save_state_dict(tmp_path, toy_models.Slow(), None)
+    model = TorchModel(
+        "slow", ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:Slow")
+    )
+    model.load()
+    x = {"input-0": np.ones(4, np.float32)}
+    for _ in range(10):
+        asyncio.run(model.infer(x))
+    assert model.cost.predict_us(list(x.values())) >= 15_000
