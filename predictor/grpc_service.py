@@ -115,6 +115,13 @@ class KServeErrorStatus(ExceptionToStatusInterceptor):
             return await continuation(handler_call_details)
         return await super().intercept_service(continuation, handler_call_details)
 
+    async def handle_exception(self, ex, request_or_iterator, context, method_name):
+        """A client's error (an unknown model, say) ends the call with its status, without
+        the traceback KServe logs for it; anything else is KServe's to handle and log."""
+        if isinstance(ex, HANDLED_ERRORS) and status_of(ex) != 500:
+            await context.abort(GRPC_CODES[status_of(ex)], message_of(ex))
+        await super().handle_exception(ex, request_or_iterator, context, method_name)
+
 
 class PredictorGRPCServer(GRPCServer):
     async def start(self, max_workers: int) -> None:

@@ -111,6 +111,28 @@ def test_grpc_typed_contents(server):
     assert np.frombuffer(response.raw_output_contents[0], "<f4").tolist() == [2.0, 5.0, -6.0]
 
 
+def test_grpc_client_errors_are_statuses_without_tracebacks(server):
+    """An unknown model is NOT_FOUND on KServe's RPCs and on ModelInfer alike, and costs
+    no traceback in the log (KServe's interceptor logs one for every such call)."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        calls = [
+            lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"), timeout=10),
+            lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="nope"), timeout=10),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "nope" in raised.value.details()
+    logs = server.wait_for_log('"path":"ModelInfer/nope"')
+    assert "Traceback" not in logs
+
+
 def test_grpc_bad_input_is_invalid_argument(server):
     result = triton_grpc(
         server, [{"name": "wrong-name", "datatype": "FP32", "shape": [2], "data": [1, 2]}]
