@@ -15,7 +15,7 @@ import time
 from fastapi import FastAPI
 from kserve.errors import InferenceError
 
-from .errors import PayloadTooLarge
+from .errors import PayloadTooLarge, fault_message
 from .logs import access_log, new_request_id
 from .metrics import REJECTED, observe_request
 from .model import TorchModel
@@ -55,8 +55,9 @@ class Edge:
                 response = error_response(too_large, legacy=path.startswith("/api/"))
             except Exception as fault:  # a fault in the model or the server, not the request
                 logger.exception("request %s failed", request_id)
-                message = f"internal error: {type(fault).__name__}: {fault}"
-                response = error_response(InferenceError(message), legacy=path.startswith("/api/"))
+                response = error_response(
+                    InferenceError(fault_message(fault)), legacy=path.startswith("/api/")
+                )
             await _send(send, response, id_header)
             status, error = response.status, response.error
         elapsed = time.perf_counter() - start

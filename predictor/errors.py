@@ -49,3 +49,8 @@ def status_of(error: Exception) -> int:
 
 def message_of(error: Exception) -> str:
     return getattr(error, "reason", None) or str(error)
+
+
+def fault_message(fault: Exception) -> str:
+    """What a caller is told of a fault in the model or the server (not its request)."""
+    return f"internal error: {type(fault).__name__}: {fault}"

@@ -28,7 +28,7 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 
 from . import codec
-from .errors import HANDLED_ERRORS, message_of, status_of
+from .errors import HANDLED_ERRORS, fault_message, message_of, status_of
 from .grpc_wire import split_raw_contents
 from .logs import access_log, new_request_id
 from .metrics import observe_request
@@ -75,7 +75,7 @@ class ModelInfer:
             status, error = status_of(failure), message_of(failure)
         except Exception as failure:
             logger.exception("ModelInfer on model %r failed", model_name)
-            status, error = 500, f"{type(failure).__name__}: {failure}"
+            status, error = 500, fault_message(failure)
         finally:
             elapsed = time.perf_counter() - start
             observe_request(model_name, "grpc", status, elapsed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -239,14 +238,12 @@ class TorchModel(Model):
             # On an inference thread, wall time would also count waiting for the core the
             # event loop holds: the busier the server, the costlier the model would look,
             # and the more it would be kept off the loop.
-            clock = CoreClock() if off_loop else None
-            start = time.perf_counter()
+            clock = CoreClock(shared_core=off_loop)
             try:
                 result = self.module(*tensors)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                took = clock.elapsed() if clock else time.perf_counter() - start
-                self.cost.record(arrays, took)
+                self.cost.record(arrays, clock.elapsed())
             except torch.OutOfMemoryError as error:
                 raise InferenceError(
                     f"out of memory running the model: {_first_line(error)}"

@@ -146,22 +146,20 @@ def test_grpc_status_for_each_refusal_and_fault(tmp_path, caplog, monkeypatch):
     too large RESOURCE_EXHAUSTED, overload UNAVAILABLE (clients retry it), a model bug
     INTERNAL with its message and a logged traceback."""
     import grpc
-    from kserve.model_repository import ModelRepository
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-    from predictor.grpc_service import ModelInfer
-    from tests.grpc_inprocess import GrpcStatus, ServicerContext, model_infer
-
-    def request(model: str, values: np.ndarray) -> pb.ModelInferRequest:
-        message = pb.ModelInferRequest(model_name=model)
-        message.inputs.add(name="input-0", datatype="FP32", shape=list(values.shape))
-        message.raw_input_contents.append(values.astype(np.float32).tobytes())
-        return message
+    from tests.grpc_inprocess import (
+        GrpcStatus,
+        ServicerContext,
+        model_infer,
+        model_infer_handler,
+        raw_request,
+    )
 
     small = TorchModel("small", ModelOptions(max_tensor_elements=10))
     small.load()
     with pytest.raises(GrpcStatus) as too_large:
-        model_infer(small, request("small", np.ones(11)))
+        model_infer(small, raw_request("small", np.ones(11, np.float32)))
     assert too_large.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "limit is 10" in too_large.value.details
 
@@ -172,9 +170,9 @@ def test_grpc_status_for_each_refusal_and_fault(tmp_path, caplog, monkeypatch):
     )
     flaky.load()
     with pytest.raises(GrpcStatus) as fault:
-        model_infer(flaky, request("flaky", -np.ones(1)))
+        model_infer(flaky, raw_request("flaky", -np.ones(1, np.float32)))
     assert fault.value.code == grpc.StatusCode.INTERNAL
-    assert "internal lookup failed" in fault.value.details
+    assert fault.value.details == "internal error: KeyError: 'internal lookup failed'"
     assert any(r.name == "predictor" and r.exc_info for r in caplog.records)
 
     monkeypatch.setattr(toy_models.Slow, "delay_s", 0.3)
@@ -185,10 +183,8 @@ def test_grpc_status_for_each_refusal_and_fault(tmp_path, caplog, monkeypatch):
         ModelOptions(model_dir=str(slow_dir), model_class="tests.toy_models:Slow", max_inflight=1),
     )
     slow.load()
-    registry = ModelRepository()
-    registry.update(slow)
-    handler = ModelInfer(registry)
-    wire = request("slow", np.ones(1)).SerializeToString()
+    handler = model_infer_handler(slow)
+    wire = raw_request("slow", np.ones(1, np.float32)).SerializeToString()
     contexts = [ServicerContext(), ServicerContext()]
 
     async def two_at_once():
