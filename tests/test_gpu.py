@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import requests
 import torch
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from tests.grpc_inprocess import raw_request
 from tests.serving import PredictorProcess
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
@@ -24,11 +24,9 @@ X = np.linspace(-4, 4, 24, dtype=np.float32).reshape(4, 6)
 
 
 def grpc_double(target: str, values: np.ndarray) -> np.ndarray:
-    request = pb.ModelInferRequest(model_name="model")
-    request.inputs.add(name="input-0", datatype="FP32", shape=list(values.shape))
-    request.raw_input_contents.append(values.tobytes())
     with grpc.insecure_channel(target) as channel:
-        response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        response = stub.ModelInfer(raw_request("model", values), timeout=30)
     assert response.outputs[0].datatype == "FP32"
     return np.frombuffer(response.raw_output_contents[0], "<f4").reshape(values.shape)
 

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from predictor.edge import Edge
 from predictor.model import ModelOptions, TorchModel
 from predictor.routes import Routes
-from tests.grpc_inprocess import model_infer
+from tests.grpc_inprocess import model_infer, raw_request
 
 
 class PlusOneThenNegate(TorchModel):
@@ -35,13 +35,6 @@ def grpc_infer(model: TorchModel, request: pb.ModelInferRequest) -> list[float]:
     return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
 
 
-def fp32_request(model_name: str, raw: bytes) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model_name)
-    request.inputs.add(name="input-0", datatype="FP32", shape=[len(raw) // 4])
-    request.raw_input_contents.append(raw)
-    return request
-
-
 def test_hooks_apply_to_every_protocol():
     model = PlusOneThenNegate("hooked", ModelOptions())
     model.load()
@@ -58,8 +51,7 @@ def test_hooks_apply_to_every_protocol():
     assert v2.json()["outputs"][0]["data"] == [-4, -6]
     assert legacy.json() == {"error": False, "result": {"tensor_list": [-4, -6]}}
 
-    raw = np.array([1, 2], np.float32).tobytes()
-    assert grpc_infer(model, fp32_request("hooked", raw)) == [-4.0, -6.0]
+    assert grpc_infer(model, raw_request("hooked", np.array([1, 2], np.float32))) == [-4.0, -6.0]
 
 
 def test_models_may_write_to_their_inputs(tmp_path):
@@ -74,8 +66,9 @@ def test_models_may_write_to_their_inputs(tmp_path):
     toy_models.save_torchscript(tmp_path, toy_models.InPlaceDoubler(), None)
     model = TorchModel("inplace", ModelOptions(model_dir=str(tmp_path)))
     model.load()
-    raw = np.array([1, 2], np.float32).tobytes()
-    wire = fp32_request("inplace", raw).SerializeToString()
+    values = np.array([1, 2], np.float32)
+    raw = values.tobytes()
+    wire = raw_request("inplace", values).SerializeToString()
     sent = bytes(bytearray(wire))  # a copy, to compare with after the call
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns on read-only numpy memory

@@ -28,7 +28,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from predictor.datatypes import V2_TO_NUMPY
 from predictor.grpc_wire import split_raw_contents, with_raw_contents
-from tests.grpc_inprocess import GrpcStatus, model_infer
+from tests.grpc_inprocess import GrpcStatus, model_infer, raw_request
 from tests.serving import PredictorProcess
 
 DATATYPES = list(V2_TO_NUMPY)
@@ -423,15 +423,6 @@ def test_malformed_v2_binary_is_a_client_error(http, tensor, mutation):
 # ---- gRPC: the predictor's ModelInfer in-process ----------------------------------------------
 
 
-def grpc_request(
-    datatype: str, array: np.ndarray, model_name: str = "model"
-) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model_name, id="property")
-    request.inputs.add(name=INPUT, datatype=datatype, shape=list(array.shape))
-    request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
-    return request
-
-
 def assert_grpc_output(response: pb.ModelInferResponse, array: np.ndarray) -> None:
     expected = doubled(array)
     (output,) = response.outputs
@@ -445,7 +436,7 @@ def assert_grpc_output(response: pb.ModelInferResponse, array: np.ndarray) -> No
 @given(tensor=tensors(finite=False))
 def test_grpc_raw_contents_match_torch_bit_for_bit(demo_model, tensor):
     datatype, array = tensor
-    assert_grpc_output(model_infer(demo_model, grpc_request(datatype, array)), array)
+    assert_grpc_output(model_infer(demo_model, raw_request("model", array, datatype)), array)
 
 
 @PROPERTY
@@ -454,7 +445,7 @@ def test_grpc_wire_split_reads_fields_in_any_order(demo_model, tensor, raw_first
     """The raw contents are sliced out of the request bytes wherever they sit (a message's
     fields may come in any order: a concatenation of two messages is their merge)."""
     datatype, array = tensor
-    full = grpc_request(datatype, array)
+    full = raw_request("model", array, datatype)
     full.id = request_id
     full.outputs.add(name=OUTPUT)
     header = pb.ModelInferRequest()
@@ -485,7 +476,9 @@ def test_grpc_wire_garbage_is_invalid_input_or_a_message(wire):
         assert all(r.obj is wire for r in raw)  # views into the request, not copies
 
 
-VALID_WIRE = grpc_request("INT16", np.arange(30, dtype=np.int16).reshape(5, 6)).SerializeToString()
+VALID_WIRE = raw_request(
+    "model", np.arange(30, dtype=np.int16).reshape(5, 6), "INT16"
+).SerializeToString()
 
 
 def test_grpc_wire_response_is_protobufs_own_encoding():
@@ -539,7 +532,7 @@ def test_grpc_uint64_contents_edges(demo_model, values):
 
 def _grpc_mutations(datatype: str, array: np.ndarray) -> dict:
     def build(change) -> pb.ModelInferRequest:
-        request = grpc_request(datatype, array)
+        request = raw_request("model", array, datatype)
         change(request)
         return request
 
@@ -600,7 +593,7 @@ def grpc_stub():
 @given(tensor=tensors(finite=False))
 def test_real_server_grpc_matches_torch(grpc_stub, tensor):
     datatype, array = tensor
-    response = grpc_stub.ModelInfer(grpc_request(datatype, array), timeout=30)
+    response = grpc_stub.ModelInfer(raw_request("model", array, datatype), timeout=30)
     assert_grpc_output(response, array)
 
 
