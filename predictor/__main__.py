@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_tensor_elements",
         default=64 * 1024 * 1024,
         type=positive_int,
-        help="Most elements one input tensor may have (413 past it).",
+        help="Most elements one input tensor may have (413 past it; gRPC: RESOURCE_EXHAUSTED).",
     )
     limits.add_argument(
         "--max_inflight",
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log_level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="Level of the predictor's JSON request log.",
+        help="Level of the predictor's JSON request log and of its own log lines.",
     )
     # KServe logs preprocess/predict/postprocess latency per request by default; here it is
     # opt-in, so a request costs one log line.

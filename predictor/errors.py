@@ -1,10 +1,11 @@
-"""Which error means which HTTP status, for the routes the predictor serves itself.
+"""Which error means which HTTP status, and how errors are worded to callers.
 
 KServe's errors keep their meaning (`InvalidInput` 400, `ModelNotFound` 404,
 `ModelNotReady` 503, `InferenceError` 500); the two added here are client errors with a
-more exact status, subclasses of InvalidInput so gRPC answers INVALID_ARGUMENT for them.
-The routes turn these into responses themselves: KServe's handlers would log a full
-traceback for every bad request, and a request should cost one log line.
+more exact status (subclasses of InvalidInput, so KServe's own code treats them as bad
+input). The REST routes and gRPC ModelInfer (which maps each status to a gRPC code) turn
+these into answers themselves: KServe's handlers would log a full traceback for every bad
+request, and a request should cost one log line.
 """
 
 from __future__ import annotations
@@ -54,3 +55,9 @@ def message_of(error: Exception) -> str:
 def fault_message(fault: Exception) -> str:
     """What a caller is told of a fault in the model or the server (not its request)."""
     return f"internal error: {type(fault).__name__}: {fault}"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch's run to many), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

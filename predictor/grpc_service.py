@@ -21,7 +21,6 @@ import grpc
 from google.protobuf import message_factory
 from grpc import aio
 from kserve import model_server as kserve_model_server
-from kserve.errors import ModelNotFound, ModelNotReady
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
@@ -32,7 +31,7 @@ from .errors import HANDLED_ERRORS, fault_message, message_of, status_of
 from .grpc_wire import split_raw_contents
 from .logs import access_log, new_request_id
 from .metrics import observe_request
-from .model import TorchModel
+from .model import ready_model
 
 logger = logging.getLogger("predictor")
 
@@ -63,11 +62,7 @@ class ModelInfer:
         try:
             message, raw = split_raw_contents(wire)
             model_name = message.model_name
-            model = self.registry.get_model(model_name)
-            if not isinstance(model, TorchModel):
-                raise ModelNotFound(model_name)
-            if not model.ready:
-                raise ModelNotReady(model_name)
+            model = ready_model(self.registry.get_model(model_name), model_name)
             request = codec.decode_grpc(message, raw)
             outputs = await model.run(request.inputs, headers)
             return codec.encode_grpc(model.name, request, outputs)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .datatypes import NUMPY_TO_V2
+from .errors import first_line
 from .signature import Signature, SignatureError, TensorSpec, default_signature, read_signature
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "doubler"
@@ -189,8 +190,7 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
     except ModelLoadError:
         raise
     except Exception as error:  # torch raises many types for a corrupt file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot load {weights}: {reason}") from None
+        raise ModelLoadError(f"cannot load {weights}: {first_line(error)}") from None
     if isinstance(module, torch.nn.Module) and kind != "export":
         module.eval()
     return LoadedModel(
@@ -213,6 +213,5 @@ def _load_state_dict(
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ModelLoadError(f"{weights} does not fit {model_class}: {first}") from None
+        raise ModelLoadError(f"{weights} does not fit {model_class}: {first_line(error)}") from None
     return module.to(device)

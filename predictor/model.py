@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from kserve import Model
-from kserve.errors import InferenceError, InvalidInput
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 
 from .batching import Batcher
 from .cpus import CoreClock, available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
-from .errors import Overloaded, PayloadTooLarge
+from .errors import Overloaded, PayloadTooLarge, first_line
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
 from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED
 from .signature import Signature
@@ -133,7 +133,7 @@ class TorchModel(Model):
                 for s, a in zip(self.signature.inputs, arrays, strict=False)
             )
             raise ModelLoadError(
-                f"warm-up inference ({shapes}) failed: {_first_line(error)}; describe the model's "
+                f"warm-up inference ({shapes}) failed: {first_line(error)}; describe the model's "
                 "inputs in model.json"
             ) from None
 
@@ -246,12 +246,12 @@ class TorchModel(Model):
                 self.cost.record(arrays, clock.elapsed())
             except torch.OutOfMemoryError as error:
                 raise InferenceError(
-                    f"out of memory running the model: {_first_line(error)}"
+                    f"out of memory running the model: {first_line(error)}"
                 ) from None
             except (RuntimeError, ValueError, TypeError, IndexError) as error:
                 described = ", ".join(f"{v2_datatype(a)} {list(a.shape)}" for a in arrays)
                 raise ModelRejectedInput(
-                    f"the model cannot run on the given input ({described}): {_first_line(error)}"
+                    f"the model cannot run on the given input ({described}): {first_line(error)}"
                 ) from None
             return self._to_numpy(result, float_dtype)
 
@@ -313,6 +313,16 @@ class TorchModel(Model):
         return result
 
 
+def ready_model(model: object, name: str) -> TorchModel:
+    """The model a request names, ready to run: ModelNotFound (404, gRPC NOT_FOUND) when
+    there is no such model, ModelNotReady (503, UNAVAILABLE) until it has loaded."""
+    if not isinstance(model, TorchModel):
+        raise ModelNotFound(name)
+    if not model.ready:
+        raise ModelNotReady(name)
+    return model
+
+
 class ForwardCost:
     """What the module's forward costs, learnt from every call, to tell whether a call is
     cheap enough to run on the event loop (cheaper than decoding its own request) or must
@@ -342,8 +352,3 @@ class ForwardCost:
         if elements > self.largest:
             return math.inf
         return (self.fixed_s + self.per_element_s * elements) * 1e6
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

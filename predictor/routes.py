@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from kserve.errors import InvalidInput, ModelNotFound
 
 from . import codec
 from .errors import HANDLED_ERRORS, Overloaded, UnsupportedMediaType, message_of, status_of
-from .model import TorchModel
+from .model import TorchModel, ready_model
 
 JSON = "application/json"
 
@@ -73,12 +73,7 @@ class Routes:
         self.models = models
 
     def model(self, name: str) -> TorchModel:
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(name)
-        if not model.ready:
-            raise ModelNotReady(name)
-        return model
+        return ready_model(self.models.get(name), name)
 
     async def v1_predict(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -114,9 +109,8 @@ class Routes:
     async def legacy_predict(self, request: HttpRequest) -> HttpResponse:
         """The original service's endpoint, answering in its own envelope."""
         try:
-            model = next(iter(self.models.values()))
-            if not model.ready:
-                raise ModelNotReady(model.name)
+            served = next(iter(self.models.values()))
+            model = ready_model(served, served.name)
             _require_json(request)
             document = codec.parse_json(request.body)
             if not isinstance(document, dict) or "values_list" not in document:
