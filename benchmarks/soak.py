@@ -25,10 +25,10 @@ import httpx
 import numpy as np
 import orjson
 import torch
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from predictor.datatypes import V2_TO_NUMPY
+from tests.grpc_inprocess import raw_request
 from tests.serving import REPO_ROOT, PredictorProcess
 
 PROTOCOLS = ["v1", "v2-json", "v2-binary", "grpc", "api-predict"]
@@ -136,9 +136,7 @@ class Driver:
             length = int(response.headers["inference-header-content-length"])
             got = response.content[length:]
             return got == expected.tobytes(), f"v2-binary {datatype} {got[:64]!r}"
-        request = pb.ModelInferRequest(model_name=self.model)
-        request.inputs.add(name="input-0", datatype=datatype, shape=list(array.shape))
-        request.raw_input_contents.append(array.tobytes())
+        request = raw_request(self.model, array, datatype)
         response = await self.stub.ModelInfer(request, timeout=30)
         got = response.raw_output_contents[0]
         return got == expected.tobytes(), f"grpc {datatype} {got[:64]!r}"
