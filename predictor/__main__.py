@@ -15,7 +15,7 @@ from kserve import model_server
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
-from . import edge, grpc_service, logs
+from . import edge, grpc_service, http_server, logs
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
 from .model import ModelOptions, TorchModel
 
@@ -31,6 +31,13 @@ def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -118,12 +125,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="Most inference requests in flight; past it, 503 with Retry-After (gRPC: "
         "UNAVAILABLE) at once, so the autoscaler sees the load. 0 means no limit.",
     )
-    runtime.add_argument(
+    shutdown = parser.add_argument_group("shutdown")
+    shutdown.add_argument(
+        "--drain_seconds",
+        default=5.0,
+        type=non_negative_float,
+        help="After SIGTERM, readiness fails at once and the server goes on accepting and "
+        "answering (with Connection: close) for this long, while Kubernetes takes the pod "
+        "out of its endpoints; then it stops accepting, without resetting any connection "
+        "already accepted.",
+    )
+    shutdown.add_argument(
         "--grace_period",
         default=30,
         type=int,
-        help="Seconds to finish accepted requests after SIGTERM (match the pod's "
-        "terminationGracePeriodSeconds).",
+        help="Seconds to finish the requests in flight once the server stops accepting "
+        "(--drain_seconds + --grace_period must fit the pod's terminationGracePeriodSeconds).",
+    )
+    connections = parser.add_argument_group("connections")
+    connections.add_argument(
+        "--header_timeout",
+        default=10.0,
+        type=positive_float,
+        help="Seconds a connection may take to send a request's headers (from its first "
+        "byte, or from connecting); past it, 408 and the connection is closed.",
+    )
+    connections.add_argument(
+        "--body_timeout",
+        default=30.0,
+        type=positive_float,
+        help="Seconds a request body may go without data; past it, 408 and the "
+        "connection is closed.",
+    )
+    connections.add_argument(
+        "--max_connections",
+        default=2048,
+        type=positive_int,
+        help="Most open HTTP connections; past it, a new connection gets 503 with "
+        "Retry-After and is closed. (Idle keep-alive connections close after "
+        "--timeout_keep_alive.)",
     )
     logging_options = parser.add_argument_group("logging")
     logging_options.add_argument(
@@ -198,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         {model.name: model},
         args.max_request_bytes,
         latency_logging=args.enable_latency_logging,
+        body_timeout=args.body_timeout,
+    )
+    http_server.install(
+        drain_seconds=args.drain_seconds,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
+        model_name=model.name,
+        on_drain=(model.health.start_draining,),
     )
     grpc_service.install()
     # KServe's gRPC server reads its limits from KServe's own parsed arguments.

@@ -40,22 +40,27 @@ def dumps(document: Any) -> bytes:
     return orjson.dumps(document, option=JSON_OPTIONS)
 
 
-def array_from_json(data: Any, datatype: str | None, where: str) -> np.ndarray:
+def array_from_json(
+    data: Any, datatype: str | None, where: str, booleans: bool = True
+) -> np.ndarray:
     """A JSON (nested) list as a numpy array, checked for raggedness and value types.
 
     With a datatype, values must fit it: integers for integer types (in range), numbers
     for float types, booleans for BOOL. Without one (V1 and /api/predict, which carry no
-    types), numpy infers int64, float64 or bool, as torch.tensor(values) would.
+    types), numpy infers int64, float64 or bool, as torch.tensor(values) would; with
+    `booleans=False` (/api/predict) only numbers are taken.
     """
     target = None if datatype is None else numpy_dtype(datatype, where)
     try:
         raw = np.asarray(data)
     except (ValueError, OverflowError) as error:
         raise InvalidInput(f"{where}: ragged or malformed nested list ({error})") from None
-    if raw.dtype.kind not in "biuf":
+    if raw.dtype.kind not in ("biuf" if booleans else "iuf"):
         if raw.size == 0 and datatype is None:
             return raw.astype(np.float32)
-        raise InvalidInput(f"{where}: values must be numbers or booleans, not {_kind(raw)}")
+        expected = "numbers or booleans" if booleans else "numbers"
+        kind = "booleans" if raw.dtype.kind == "b" else _kind(raw)
+        raise InvalidInput(f"{where}: values must be {expected}, not {kind}")
     if target is None or datatype is None:
         return raw
     if raw.size == 0:
@@ -121,13 +126,14 @@ class V2Request:
 
     id: str
     inputs: dict[str, np.ndarray]
-    # Output names the client asked for (None: all), and which of them go back as binary.
+    # Output names the client asked for (None: all), and which of them go back as binary:
+    # an output's own `binary_data` parameter overrides the request's `binary_data_output`.
     requested_outputs: list[str] | None = None
-    binary_outputs: set[str] = field(default_factory=set)
+    binary_outputs: dict[str, bool] = field(default_factory=dict)
     binary_by_default: bool = False
 
     def wants_binary(self, name: str) -> bool:
-        return self.binary_by_default or name in self.binary_outputs
+        return self.binary_outputs.get(name, self.binary_by_default)
 
 
 def _input_entries(header: Any) -> list[dict]:
@@ -152,22 +158,35 @@ def _params(entry: dict, where: str) -> dict:
     return params
 
 
-def _request_options(header: dict) -> tuple[str, list[str] | None, set[str], bool]:
+def _request_options(header: dict) -> tuple[str, list[str] | None, dict[str, bool], bool]:
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
     params = _params(header, "request")
     binary_by_default = bool(params.get("binary_data_output", False))
-    requested, binary = None, set()
+    requested, binary = None, {}
     if "outputs" in header:
         outputs = header["outputs"]
         if not isinstance(outputs, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
         ):
             raise InvalidInput("'outputs' must be a list of objects with a string 'name'")
-        requested = [o["name"] for o in outputs]
-        binary = {o["name"] for o in outputs if _params(o, o["name"]).get("binary_data")}
+        requested = _unique_outputs([o["name"] for o in outputs])
+        for output in outputs:
+            choice = _params(output, f"output {output['name']!r}").get("binary_data")
+            if choice is not None:
+                binary[output["name"]] = bool(choice)
     return request_id or str(uuid.uuid4()), requested, binary, binary_by_default
+
+
+def _unique_outputs(names: list[str]) -> list[str]:
+    """Requested output names; one asked for twice is the client's error (as in Triton)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidInput(f"output {name!r} is requested more than once")
+        seen.add(name)
+    return names
 
 
 def decode_v2_json(header: Any) -> V2Request:
@@ -344,7 +363,7 @@ def decode_grpc(request: pb.ModelInferRequest, raw: Sequence[memoryview]) -> V2R
             raise InvalidInput(f"{where}: {tensor.datatype} has no typed contents; send it raw")
         values = list(getattr(tensor.contents, field))
         inputs[tensor.name] = reshape(array_from_json(values, tensor.datatype, where), shape, where)
-    requested = [output.name for output in request.outputs] or None
+    requested = _unique_outputs([output.name for output in request.outputs]) or None
     return V2Request(request.id, inputs, requested)
 
 
@@ -412,21 +431,22 @@ def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]
     value = document[key]
     if isinstance(value, list) and not value:
         raise InvalidInput(f'"{key}" is empty')
-    if len(input_names) == 1:
-        return {input_names[0]: array_from_json(value, datatypes[0], f'"{key}"')}
     if isinstance(value, list) and all(isinstance(row, dict) for row in value):
         missing = [n for n in input_names if any(n not in row for row in value)]
         if missing:
             raise InvalidInput(f'"{key}": every row needs {input_names}; missing {missing}')
         value = {n: [row[n] for row in value] for n in input_names}
-    if not isinstance(value, dict):
+    elif not isinstance(value, dict):
+        if len(input_names) == 1:
+            return {input_names[0]: array_from_json(value, datatypes[0], f'"{key}"')}
         raise InvalidInput(
             f'"{key}": this model takes inputs {input_names}; send rows of objects or an object'
         )
+    datatype_of = dict(zip(input_names, datatypes, strict=True))
+    # Unknown names are kept, so the model's input check names them.
     return {
-        name: array_from_json(value[name], dtype, f'"{key}".{name}')
-        for name, dtype in zip(input_names, datatypes, strict=True)
-        if name in value
+        name: array_from_json(column, datatype_of.get(name), f'"{key}".{name}')
+        for name, column in value.items()
     }
 
 

@@ -2,20 +2,25 @@
 
 For each request it sets the request id (the caller's `X-Request-Id`, or a new one,
 returned in the response), enforces `--max_request_bytes` while the body streams in
-(413 before the body is read whole), counts the request in the metrics and writes one
-JSON log line. Inference requests (routes.py) are answered here directly, without the
-framework's per-request machinery; every other request goes on to KServe's app.
+(413 before the body is read whole) and `--body_timeout` on each read of it (408), counts
+the request in the metrics and writes one JSON log line. A request is handled only once
+its body has arrived whole: a client that disconnects before is logged as 499 (nginx's
+"client closed request"), and nothing is parsed or run. While the server drains
+(SIGTERM), every answer carries `Connection: close`. The predictor's endpoints
+(routes.py) are answered here directly, without the framework's per-request machinery;
+every other request goes on to KServe's app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from fastapi import FastAPI
 from kserve.errors import InferenceError
 
-from .errors import PayloadTooLarge, fault_message
+from .errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, fault_message
 from .logs import access_log, new_request_id
 from .metrics import REJECTED, observe_request
 from .model import TorchModel
@@ -23,15 +28,27 @@ from .routes import HttpRequest, HttpResponse, Routes, document, error_response
 
 logger = logging.getLogger("predictor")
 PROBE_PATHS = ("/v2/health", "/metrics", "/v1/models/", "/v2/models/")
+CONNECTION_CLOSE = (b"connection", b"close")
 
 
 class Edge:
-    def __init__(self, app, routes: Routes, max_request_bytes: int, model_name: str) -> None:
+    def __init__(
+        self,
+        app,
+        routes: Routes,
+        max_request_bytes: int,
+        model_name: str,
+        body_timeout: float = 30.0,
+    ) -> None:
         self.app = app
         self.routes = routes
         self.max_bytes = max_request_bytes
         self.model_name = model_name
+        self.body_timeout = body_timeout
         self.too_large = f"request body larger than {max_request_bytes} bytes (--max_request_bytes)"
+        self.too_slow = (
+            f"request body not received: no data for {body_timeout:g} s (--body_timeout)"
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -47,18 +64,26 @@ class Edge:
             status, error = await self._pass_on(scope, receive, send, headers, id_header)
         else:
             handler, path_params = route
+            legacy = path.startswith("/api/")
             try:
                 body = await self._read_body(receive, headers)
                 response = await handler(HttpRequest(path_params, headers, body))
+            except ClientDisconnected as gone:
+                response = HttpResponse(499, b"", error=str(gone))
             except PayloadTooLarge as too_large:
                 REJECTED.labels(self.model_name, "too_large").inc()
-                response = error_response(too_large, legacy=path.startswith("/api/"))
+                response = error_response(too_large, legacy=legacy)
+            except RequestTimeout as too_slow:
+                REJECTED.labels(self.model_name, "body_timeout").inc()
+                response = error_response(too_slow, legacy=legacy)
+                response.headers["connection"] = "close"  # the rest of the body may still come
             except Exception as fault:  # a fault in the model or the server, not the request
                 logger.exception("request %s failed", request_id)
-                response = error_response(
-                    InferenceError(fault_message(fault)), legacy=path.startswith("/api/")
-                )
-            await _send(send, response, id_header)
+                response = error_response(InferenceError(fault_message(fault)), legacy=legacy)
+            if response.status != 499:  # nobody is there to read it
+                if self.routes.draining():
+                    response.headers["connection"] = "close"
+                await _send(send, response, id_header)
             status, error = response.status, response.error
         elapsed = time.perf_counter() - start
         if route is not None and method == "POST":
@@ -77,9 +102,11 @@ class Edge:
         self._check_declared_length(headers)
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await self._receive(receive)
             if message["type"] == "http.disconnect":
-                break
+                raise ClientDisconnected(
+                    f"client disconnected after {size} bytes of the request body"
+                )
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
@@ -89,6 +116,14 @@ class Edge:
                 break
         return b"".join(chunks)
 
+    async def _receive(self, receive):
+        """The next body message, or RequestTimeout when none comes in --body_timeout."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await receive()
+        except TimeoutError:
+            raise RequestTimeout(self.too_slow) from None
+
     async def _pass_on(self, scope, receive, send, headers, id_header) -> tuple[int, str | None]:
         """KServe's own routes, with the same id header and body limit."""
         status = 500
@@ -97,7 +132,7 @@ class Edge:
 
         async def counted_receive():
             nonlocal received
-            message = await receive()
+            message = await self._receive(receive)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise PayloadTooLarge(self.too_large)
@@ -107,16 +142,19 @@ class Edge:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", []), id_header]
+                extra = [id_header, CONNECTION_CLOSE] if self.routes.draining() else [id_header]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
             self._check_declared_length(headers)
             await self.app(scope, counted_receive, send_with_id)
-        except PayloadTooLarge as too_large:
+        except (PayloadTooLarge, RequestTimeout) as refused:
             if started:
                 raise
-            response = error_response(too_large)
+            response = error_response(refused)
+            if isinstance(refused, RequestTimeout):
+                response.headers["connection"] = "close"
             await _send(send, response, id_header)
             return response.status, response.error
         return status, None
@@ -131,12 +169,20 @@ async def _send(send, response: HttpResponse, id_header: tuple[bytes, bytes]) ->
 
 
 def install(
-    app: FastAPI, models: dict[str, TorchModel], max_request_bytes: int, latency_logging: bool
+    app: FastAPI,
+    models: dict[str, TorchModel],
+    max_request_bytes: int,
+    latency_logging: bool,
+    body_timeout: float = 30.0,
 ) -> None:
     """Put the edge in front of KServe's routes; call before ModelServer.start()."""
     name = next(iter(models))
     app.add_middleware(
-        Edge, routes=Routes(models), max_request_bytes=max_request_bytes, model_name=name
+        Edge,
+        routes=Routes(models),
+        max_request_bytes=max_request_bytes,
+        model_name=name,
+        body_timeout=body_timeout,
     )
     document(app)
     if not latency_logging:

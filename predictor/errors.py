@@ -21,6 +21,14 @@ class PayloadTooLarge(InvalidInput):
     """The body is larger than --max_request_bytes."""
 
 
+class RequestTimeout(InvalidInput):
+    """The client stopped sending its body for longer than --body_timeout."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request arrived whole (logged as 499)."""
+
+
 class Overloaded(ModelNotReady):
     """More requests in flight than --max_inflight; the caller should retry later."""
 
@@ -37,6 +45,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (Overloaded, 503),
     (ModelNotReady, 503),
     (PayloadTooLarge, 413),
+    (RequestTimeout, 408),
     (UnsupportedMediaType, 415),
     (InvalidInput, 400),
     (InferenceError, 500),

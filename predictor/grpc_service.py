@@ -4,8 +4,10 @@ KServe's servicer turns every ModelInfer into its `InferRequest` objects and bac
 protobuf copying the raw tensor bytes several times on the way. Here ModelInfer takes the
 request's bytes and answers bytes (grpc_wire.py: raw contents copied once each way), and
 runs through the same preprocess -> predict -> postprocess path as REST, with the same
-metrics and one JSON log line per request. Every other RPC (health, metadata, repository)
-is KServe's servicer, behind KServe's error-mapping interceptor.
+metrics and one JSON log line per request. Every other RPC is KServe's servicer, behind
+KServe's error-mapping interceptor, except where it would disagree with REST: server
+live/ready read the model's health (health.py), server metadata lists the extensions
+implemented here, and repository load/unload are refused (metadata.py).
 
 KServe's per-call "grpc method: ..." logging interceptor is left out: the access line
 written here says more.
@@ -20,6 +22,7 @@ from concurrent import futures
 import grpc
 from google.protobuf import message_factory
 from grpc import aio
+from grpc_interceptor.exceptions import PermissionDenied
 from kserve import model_server as kserve_model_server
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
@@ -30,8 +33,9 @@ from . import codec
 from .errors import HANDLED_ERRORS, fault_message, message_of, status_of
 from .grpc_wire import split_raw_contents
 from .logs import access_log, new_request_id
+from .metadata import MODEL_CONTROL_DISABLED, server_metadata
 from .metrics import observe_request
-from .model import ready_model
+from .model import TorchModel, ready_model
 
 logger = logging.getLogger("predictor")
 
@@ -81,6 +85,31 @@ class ModelInfer:
         context.set_code(GRPC_CODES[status])
         context.set_details(error)
         return b""
+
+
+class PredictorServicer(InferenceServicer):
+    """KServe's servicer, with the RPCs whose answers must match the REST endpoints'."""
+
+    def _models(self) -> list[TorchModel]:
+        models = self._data_plane.model_registry.get_models().values()
+        return [m for m in models if isinstance(m, TorchModel)]
+
+    async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=all(m.health.live for m in self._models()))
+
+    async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
+        models = self._models()
+        ready = bool(models) and all([await m.healthy() for m in models])
+        return pb.ServerReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**server_metadata())
+
+    async def RepositoryModelLoad(self, request, context):
+        raise PermissionDenied(MODEL_CONTROL_DISABLED.format(name=request.model_name))
+
+    async def RepositoryModelUnload(self, request, context):
+        raise PermissionDenied(MODEL_CONTROL_DISABLED.format(name=request.model_name))
 
 
 def method_handlers(servicer: InferenceServicer, model_infer: ModelInfer) -> dict:
@@ -133,7 +162,7 @@ class PredictorGRPCServer(GRPCServer):
                 ),
             ],
         )
-        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        servicer = PredictorServicer(self._data_plane, self._model_repository_extension)
         model_infer = ModelInfer(self._data_plane.model_registry)
         self._server.add_registered_method_handlers(
             SERVICE.full_name, method_handlers(servicer, model_infer)

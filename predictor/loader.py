@@ -119,14 +119,34 @@ def import_class(spec: str) -> type[torch.nn.Module]:
 
 
 def _export_signature(program: torch.export.ExportedProgram) -> Signature:
-    """Read input/output names, dtypes and shapes off an exported program's graph."""
+    """Input/output names, dtypes and shapes off an exported program's graph, with the
+    bounds of each dynamic dimension (`Dim("batch", min=1, max=64)`) and the symbols that
+    tie dimensions of different inputs together."""
 
-    def spec(name: str, value: object) -> TensorSpec:
+    def bound(size: torch.SymInt) -> tuple[str | None, tuple[int, int | None] | None]:
+        expr = size.node.expr
+        if not getattr(expr, "is_Symbol", False):
+            return None, None  # derived (2 * batch, ...): left to the program's own guards
+        ranges = program.range_constraints.get(expr)
+        low = _finite_int(getattr(ranges, "lower", 0)) or 0
+        high = _finite_int(getattr(ranges, "upper", None))
+        return str(expr), ((low, high) if low > 0 or high is not None else None)
+
+    def spec(name: str, value: object, declared: bool) -> TensorSpec:
         if not isinstance(value, torch.Tensor):
             return TensorSpec(name)
         numpy_dtype = torch.empty((), dtype=value.dtype).numpy().dtype
         shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
-        return TensorSpec(name, NUMPY_TO_V2.get(numpy_dtype, "FP32"), shape)
+        dims = [(None, None) if isinstance(d, int) else bound(d) for d in value.shape]
+        return TensorSpec(
+            name,
+            NUMPY_TO_V2.get(numpy_dtype, "FP32"),
+            shape,
+            declared_datatype=declared,
+            declared_shape=declared,
+            bounds=tuple(b for _, b in dims) if any(b for _, b in dims) else (),
+            symbols=tuple(s for s, _ in dims) if any(s for s, _ in dims) else (),
+        )
 
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [
@@ -134,13 +154,23 @@ def _export_signature(program: torch.export.ExportedProgram) -> Signature:
         for node in program.graph.nodes
         if node.op == "placeholder" and node.name in user_inputs
     ]
-    inputs = [spec(node.name, node.meta.get("val")) for node in placeholders]
+    inputs = [spec(node.name, node.meta.get("val"), True) for node in placeholders]
     output_node = next(node for node in program.graph.nodes if node.op == "output")
     results = output_node.args[0] if isinstance(output_node.args[0], (list, tuple)) else []
     outputs = [
-        spec(f"output-{i}", getattr(node, "meta", {}).get("val")) for i, node in enumerate(results)
+        spec(f"output-{i}", getattr(node, "meta", {}).get("val"), False)
+        for i, node in enumerate(results)
     ]
     return Signature(inputs or [TensorSpec("input-0")], outputs)
+
+
+def _finite_int(value: object) -> int | None:
+    """A sympy bound as an int; None for infinity (torch's int_oo, sympy's oo)."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
+    return number if abs(number) < 2**62 else None
 
 
 def _forward_arity(module: torch.nn.Module) -> int:
@@ -213,5 +243,6 @@ def _load_state_dict(
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ModelLoadError(f"{weights} does not fit {model_class}: {first_line(error)}") from None
+        # torch lists every missing, unexpected and mis-shaped key: all of it is needed.
+        raise ModelLoadError(f"{weights} does not fit {model_class}: {error}") from None
     return module.to(device)

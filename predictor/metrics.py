@@ -37,7 +37,7 @@ BATCH_SIZE = Histogram(
 )
 MODEL_HEALTHY = Gauge(
     "predictor_model_healthy",
-    "1 while the model answers; 0 after consecutive inference failures (readiness fails too).",
+    "1 while the model can answer; 0 once it is broken (a fatal device error: liveness fails).",
     ["model"],
 )
 

@@ -24,6 +24,7 @@ from .batching import Batcher
 from .cpus import CoreClock, available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .errors import Overloaded, PayloadTooLarge, first_line
+from .health import Health, poisons_the_device
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
 from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED
 from .signature import Signature
@@ -46,10 +47,6 @@ class ModelOptions:
     max_tensor_elements: int = 64 * 1024 * 1024
 
 
-# After this many inference failures in a row (not the client's fault), readiness fails.
-UNHEALTHY_AFTER_FAILURES = 5
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,7 +56,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 class ModelRejectedInput(InvalidInput):
-    """The module itself raised on the input (wrong dtype or shape for its layers)."""
+    """The module itself raised on the input (wrong dtype or shape for its layers, or a
+    guard of an exported program)."""
+
+
+def rejects_input(error: BaseException) -> bool:
+    """Whether an error raised by the module says the input does not fit it: torch's shape
+    and dtype errors, or a failed guard of a torch.export program."""
+    if isinstance(error, AssertionError):
+        return str(error).startswith("Guard failed")
+    return isinstance(error, (RuntimeError, ValueError, TypeError, IndexError))
 
 
 class TorchModel(Model):
@@ -72,8 +78,9 @@ class TorchModel(Model):
         self._executor: ThreadPoolExecutor | None = None
         self._batcher: Batcher | None = None
         self.inflight = 0
-        self.consecutive_failures = 0
+        self.health = Health(name)
         self.cost = ForwardCost()
+        self._warm_up_inputs: list[np.ndarray] = []
         self._in_flight_gauge = IN_FLIGHT.labels(name)
 
     # ---- loading -------------------------------------------------------------------------
@@ -113,20 +120,23 @@ class TorchModel(Model):
         return True
 
     async def healthy(self) -> bool:
-        """Ready once loaded and warmed up, and for as long as inference keeps working."""
-        return self.ready and self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
+        """Ready once loaded and warmed up, until SIGTERM or a failure that breaks the
+        model for good (health.py); nothing a client sends changes it."""
+        return self.ready and self.health.serving()
 
     def _warm_up(self) -> None:
         """One inference on zeros shaped like the signature, so the first request is fast
-        and a model that cannot run fails at start-up instead of at the first request."""
+        and a model that cannot run fails at start-up instead of at the first request.
+        Outputs nobody declared are learnt from it."""
         arrays = [
             np.zeros(
-                [1 if d < 0 else d for d in spec.shape], dtype=numpy_dtype(spec.datatype, spec.name)
+                [_warm_up_size(spec, axis) for axis in range(len(spec.shape))],
+                dtype=numpy_dtype(spec.datatype, spec.name),
             )
             for spec in self.signature.inputs
         ]
         try:
-            self.forward(arrays)
+            outputs = self.forward(arrays)
         except Exception as error:
             shapes = ", ".join(
                 f"{s.name} {s.datatype} {list(a.shape)}"
@@ -136,6 +146,8 @@ class TorchModel(Model):
                 f"warm-up inference ({shapes}) failed: {first_line(error)}; describe the model's "
                 "inputs in model.json"
             ) from None
+        self._warm_up_inputs = arrays
+        self.signature.learn_outputs(outputs)
 
     def unload(self) -> None:
         if self._executor is not None:
@@ -186,7 +198,7 @@ class TorchModel(Model):
         Refuses work past --max_inflight (503, so an autoscaler sees the pressure and
         callers retry) and tensors past --max_tensor_elements (413).
         """
-        arrays = self.order_inputs(inputs)
+        arrays = self.signature.conform(self.order_inputs(inputs))
         limit = self.options.max_tensor_elements
         for name, array in zip(self.signature.input_names, arrays, strict=True):
             if array.size > limit:
@@ -210,24 +222,10 @@ class TorchModel(Model):
             else:
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(self._executor, self.forward, arrays, True)
-        except InvalidInput:
-            raise
-        except Exception:
-            self._record_health(failed=True)
-            raise
         finally:
             self.inflight -= 1
             self._in_flight_gauge.dec()
-        self._record_health(failed=False)
         return outputs
-
-    def _record_health(self, failed: bool) -> None:
-        was_healthy = self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
-        self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
-        healthy = self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
-        if healthy != was_healthy:
-            MODEL_HEALTHY.labels(self.name).set(int(healthy))
-            logger.warning("model %s is %s", self.name, "healthy again" if healthy else "failing")
 
     def forward(self, arrays: list[np.ndarray], off_loop: bool = False) -> dict[str, np.ndarray]:
         """Call the module on numpy arrays: on the event loop when cheap, else (off_loop)
@@ -245,15 +243,36 @@ class TorchModel(Model):
                     torch.cuda.synchronize(self.device)
                 self.cost.record(arrays, clock.elapsed())
             except torch.OutOfMemoryError as error:
+                self._check_recovery(error)
                 raise InferenceError(
                     f"out of memory running the model: {first_line(error)}"
                 ) from None
-            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            except torch.AcceleratorError as error:
+                if poisons_the_device(error):
+                    self.health.mark_broken(first_line(error))
+                raise InferenceError(f"the device failed: {first_line(error)}") from None
+            except Exception as error:
+                if not rejects_input(error):
+                    raise  # a fault in the model: this request's 500, logged with its traceback
                 described = ", ".join(f"{v2_datatype(a)} {list(a.shape)}" for a in arrays)
                 raise ModelRejectedInput(
                     f"the model cannot run on the given input ({described}): {first_line(error)}"
                 ) from None
             return self._to_numpy(result, float_dtype)
+
+    def _check_recovery(self, error: torch.OutOfMemoryError) -> None:
+        """After running out of memory, whether the model still runs on its small warm-up
+        input; if even that runs out of memory, the device is not recovering."""
+        if not self._warm_up_inputs:
+            return  # during the warm-up itself: load() reports it
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        try:
+            self.module(*[self._to_device(a) for a in self._warm_up_inputs])
+        except torch.OutOfMemoryError:
+            self.health.mark_broken(f"out of memory even on the warm-up input: {first_line(error)}")
+        except Exception:
+            pass  # not memory: the request's own error is what the caller gets
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -320,7 +339,17 @@ def ready_model(model: object, name: str) -> TorchModel:
         raise ModelNotFound(name)
     if not model.ready:
         raise ModelNotReady(name)
+    if model.health.broken:
+        raise ModelNotReady(name, f"the model is broken ({model.health.broken}); restarting")
     return model
+
+
+def _warm_up_size(spec, axis: int) -> int:
+    """A size the dimension accepts: its fixed size, else 1 within any bounds it has."""
+    if spec.shape[axis] >= 0:
+        return spec.shape[axis]
+    bound = spec.bounds[axis] if axis < len(spec.bounds) else None
+    return max(1, bound[0]) if bound else 1
 
 
 class ForwardCost:

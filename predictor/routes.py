@@ -6,9 +6,13 @@
 - `/api/predict`: the API of the service this project grew from, kept byte-for-byte:
   `{"values_list": [...]}` -> `{"error": false, "result": {"tensor_list": [...]}}`,
   errors as `{"error": true, "message": "..."}` (422 for a body that fails validation).
+- Health and metadata (`/v2/health/*`, `/`, `/v2/models/{name}[/ready]`, `/v1/models/{name}`,
+  `/v2`): answered from the model's one health state (health.py), so they always agree,
+  and in the Open Inference Protocol's schemas (metadata.py). Model load/unload through
+  the repository extension is refused (403): no client may unload a replica's model.
 
 Handlers take an `HttpRequest` and return an `HttpResponse`; edge.py carries them over
-ASGI. Everything else (health, metadata, metrics, model repository) stays KServe's.
+ASGI. Everything else (metrics, docs, the repository index) stays KServe's.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI
-from kserve.errors import InvalidInput, ModelNotFound
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
 from . import codec
 from .errors import HANDLED_ERRORS, Overloaded, UnsupportedMediaType, message_of, status_of
+from .metadata import MODEL_CONTROL_DISABLED, model_metadata, server_metadata
 from .model import TorchModel, ready_model
 
 JSON = "application/json"
@@ -49,12 +54,25 @@ def _media_type(request: HttpRequest) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+# curl -d sends this unless told otherwise; its users mean JSON, and the body says so.
+CURL_DEFAULT = "application/x-www-form-urlencoded"
+
+
 def _require_json(request: HttpRequest) -> None:
-    """JSON bodies may come without a content type (tritonclient sends none), not with
-    another one."""
+    """JSON bodies may come without a content type (tritonclient sends none) or with
+    curl's default form type (read as JSON: a form body fails as malformed JSON), not
+    with another one."""
     media = _media_type(request)
-    if media not in ("", JSON) and not media.endswith("+json"):
+    if media not in ("", JSON, CURL_DEFAULT) and not media.endswith("+json"):
         raise UnsupportedMediaType(f"content type {media!r} is not supported; send {JSON}")
+
+
+def _json(document: dict, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, codec.dumps(document))
+
+
+def _unavailable(message: str) -> HttpResponse:
+    return HttpResponse(503, codec.dumps({"error": message}), error=message)
 
 
 def error_response(
@@ -74,6 +92,60 @@ class Routes:
 
     def model(self, name: str) -> TorchModel:
         return ready_model(self.models.get(name), name)
+
+    def draining(self) -> bool:
+        return any(model.health.draining for model in self.models.values())
+
+    # ---- health and metadata ---------------------------------------------------------------
+
+    def _not_serving(self, live_only: bool = False) -> str | None:
+        """Why the server is not ready (or, live_only, not live); None when it is."""
+        for model in self.models.values():
+            if model.health.broken:
+                return f"model {model.name!r} is broken: {model.health.broken}"
+            if live_only:
+                continue
+            if model.health.draining:
+                return "the server is shutting down (SIGTERM): draining"
+            if not model.ready:
+                return f"model {model.name!r} is not loaded yet"
+        return None
+
+    async def server_live(self, request: HttpRequest) -> HttpResponse:
+        problem = self._not_serving(live_only=True)
+        if problem:
+            return _unavailable(f"not live: {problem}")
+        return _json({"status": "alive"} if request.path_params.get("v1") else {"live": True})
+
+    async def server_ready(self, request: HttpRequest) -> HttpResponse:
+        problem = self._not_serving()
+        return _unavailable(f"not ready: {problem}") if problem else _json({"ready": True})
+
+    async def model_ready(self, request: HttpRequest) -> HttpResponse:
+        name = request.path_params["model_name"]
+        model = self.models.get(name)
+        if model is None:
+            return error_response(ModelNotFound(name))
+        if not await model.healthy():
+            return error_response(ModelNotReady(name, self._not_serving() or ""))
+        return _json({"name": name, "ready": True})
+
+    async def model_metadata(self, request: HttpRequest) -> HttpResponse:
+        name = request.path_params["model_name"]
+        model = self.models.get(name)
+        if model is None or not model.ready:
+            return error_response(ModelNotFound(name) if model is None else ModelNotReady(name))
+        return _json(model_metadata(model))
+
+    async def server_metadata(self, request: HttpRequest) -> HttpResponse:
+        return _json(server_metadata())
+
+    async def model_control(self, request: HttpRequest) -> HttpResponse:
+        name = request.path_params["model_name"]
+        if name not in self.models:
+            return error_response(ModelNotFound(name))
+        message = MODEL_CONTROL_DISABLED.format(name=name)
+        return HttpResponse(403, codec.dumps({"error": message}), error=message)
 
     async def v1_predict(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -118,9 +190,7 @@ class Routes:
             values = document["values_list"]
             if not isinstance(values, list):
                 raise InvalidInput('"values_list" must be a list of numbers')
-            array = codec.array_from_json(values, None, '"values_list"')
-            if array.dtype.kind == "b":
-                raise InvalidInput('"values_list" must hold numbers, not booleans')
+            array = codec.array_from_json(values, None, '"values_list"', booleans=False)
             outputs = await model.run({model.signature.input_names[0]: array}, request.headers)
         except (UnsupportedMediaType, InvalidInput) as error:
             # The original service answered every invalid body with 422.
@@ -155,8 +225,14 @@ class Routes:
                 version = parse_qs(query.decode("latin-1")).get("model_version", [""])[0]
             if version and parts[0]:
                 return self.no_versions, {"model_name": parts[0], "model_version": version}
+        if method == "GET":
+            return self._match_get(path)
         if method != "POST":
             return None
+        if path.startswith("/v2/repository/models/") and path.endswith(("/load", "/unload")):
+            name = path[len("/v2/repository/models/") :].rsplit("/", 1)[0]
+            if name and "/" not in name:
+                return self.model_control, {"model_name": name}
         if path.startswith("/v1/models/") and path.endswith(":predict"):
             name = path[len("/v1/models/") : -len(":predict")]
             if name and "/" not in name:
@@ -167,6 +243,27 @@ class Routes:
                 return self.v2_infer, {"model_name": parts[0]}
         elif path in ("/api/predict", "/api/predict/"):
             return self.legacy_predict, {}
+        return None
+
+    def _match_get(self, path: str) -> tuple[Handler, dict[str, str]] | None:
+        if path == "/v2/health/live":
+            return self.server_live, {}
+        if path == "/":
+            return self.server_live, {"v1": "1"}
+        if path == "/v2/health/ready":
+            return self.server_ready, {}
+        if path in ("/v2", "/v2/"):
+            return self.server_metadata, {}
+        if path.startswith("/v2/models/"):
+            rest = path[len("/v2/models/") :]
+            name = rest.removesuffix("/ready")
+            if name and "/" not in name:
+                handler = self.model_ready if rest.endswith("/ready") else self.model_metadata
+                return handler, {"model_name": name}
+        elif path.startswith("/v1/models/"):
+            name = path[len("/v1/models/") :]
+            if name and "/" not in name and ":" not in name:
+                return self.model_ready, {"model_name": name}
         return None
 
 

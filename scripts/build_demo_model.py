@@ -19,9 +19,11 @@ class Doubler(torch.nn.Module):
         return x * 2
 
 
+# Names only: with no "datatype" or "shape" declared, any shape and numeric datatype run as
+# sent (metadata shows the defaults, FP32 [-1]; V1's untyped JSON is read as FP32).
 SIGNATURE = {
-    "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1]}],
-    "outputs": [{"name": "output-0", "datatype": "FP32", "shape": [-1]}],
+    "inputs": [{"name": "input-0"}],
+    "outputs": [{"name": "output-0"}],
 }
 
 

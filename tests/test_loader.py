@@ -81,13 +81,26 @@ def test_model_without_signature_gets_default_names(tmp_path):
     assert [spec["name"] for spec in model.get_input_types()] == ["input-0", "input-1"]
 
 
-def test_model_rejecting_input_is_a_client_error(tmp_path):
+def test_declared_shape_is_checked_before_the_model_runs(tmp_path):
     from kserve.errors import InvalidInput
 
     toy_models.save_torchscript(tmp_path, toy_models.seeded_affine(), toy_models.AFFINE_SIGNATURE)
     model = serve_in_process(tmp_path)
-    with pytest.raises(InvalidInput, match="cannot run on the given input .*FP32 \\[2, 3\\]"):
+    with pytest.raises(InvalidInput, match=r"^input 'x': expected shape \[-1, 4\], got \[2, 3\]$"):
         infer(model, x=np.zeros((2, 3), np.float32))
+
+
+def test_model_rejecting_input_is_a_client_error(tmp_path):
+    """Without model.json nothing is known of the shape: the module's own error is a 400."""
+    from kserve.errors import InvalidInput
+
+    toy_models.save_torchscript(tmp_path, toy_models.TwoInputs(), None)
+    model = serve_in_process(tmp_path)
+    a, b = np.zeros(2, np.float32), np.zeros(3, np.float32)
+    with pytest.raises(
+        InvalidInput, match=r"cannot run on the given input \(FP32 \[2\], FP32 \[3\]\)"
+    ):
+        infer(model, **{"input-0": a, "input-1": b})
 
 
 @pytest.mark.parametrize(
