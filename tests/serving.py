@@ -59,6 +59,9 @@ class PredictorProcess:
         if model_dir is not None:
             self.args += ["--model_dir", str(model_dir)]
         self.args += list(extra_args or [])
+        if "--drain_seconds" not in self.args:
+            # Nothing routes to a test server: stop at once on SIGTERM (the drain has its tests).
+            self.args += ["--drain_seconds", "0"]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
@@ -116,6 +119,24 @@ class PredictorProcess:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"never saw {count} requests in flight:\n{self.logs()}")
+
+    def metric(self, series: str) -> float | None:
+        """The value of one series in /metrics (its full name with labels), or None."""
+        for line in requests.get(f"{self.http_url}/metrics", timeout=5).text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def probes(self) -> dict[str, int]:
+        """The status of every readiness and liveness endpoint."""
+        name = self.model_name
+        paths = [
+            "/v2/health/ready",
+            "/v2/health/live",
+            f"/v2/models/{name}/ready",
+            f"/v1/models/{name}",
+        ]
+        return {path: requests.get(self.http_url + path, timeout=5).status_code for path in paths}
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
         """The server's log once it contains `text` (a line may be written just after the

@@ -117,3 +117,39 @@ class InPlaceDoubler(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mul_(2)
+
+
+class PoisonsDevice(torch.nn.Module):
+    """x -> 2x until an input sums below zero; from then on every call raises what torch
+    raises after an illegal memory access on CUDA (the context is poisoned for good)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.poisoned = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.poisoned or float(x.sum()) < 0:
+            self.poisoned = True
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        return x * 2
+
+
+class TokenClassifier(torch.nn.Module):
+    """Token ids [N, L] (INT64, L at most 16) -> logits [N, 3]: an embedding lookup, so
+    the ids must be integers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(100, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(ids).mean(dim=1))
+
+
+def save_bounded_export(directory: Path, module: torch.nn.Module, example: tuple, dims) -> Path:
+    """A torch.export program whose dims are given per input (Dim objects or None)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    program = torch.export.export(module, example, dynamic_shapes=dims)
+    torch.export.save(program, str(directory / "model.pt2"))
+    return directory
