@@ -95,9 +95,7 @@ def test_sigterm_under_load_resets_nothing(run):
     server.start()
     tally, stop, signalled = Tally(), threading.Event(), threading.Event()
     threads = [
-        threading.Thread(
-            target=client, args=(server.http_port, i % 2 == 0, tally, stop, signalled)
-        )
+        threading.Thread(target=client, args=(server.http_port, i % 2 == 0, tally, stop, signalled))
         for i in range(6)
     ]
     try:

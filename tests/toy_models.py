@@ -153,3 +153,16 @@ def save_bounded_export(directory: Path, module: torch.nn.Module, example: tuple
     program = torch.export.export(module, example, dynamic_shapes=dims)
     torch.export.save(program, str(directory / "model.pt2"))
     return directory
+
+
+class RowSum(torch.nn.Module):
+    """x [N, M] (FP64) -> the sum of each row [N]: two dynamic dimensions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1)
+
+
+ROW_SUM_SIGNATURE = {
+    "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, -1]}],
+    "outputs": [{"name": "total", "datatype": "FP64", "shape": [-1]}],
+}
