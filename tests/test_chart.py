@@ -96,7 +96,9 @@ def test_default_isvc_runs_the_image_hardened():
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
 
     grace = predictor["terminationGracePeriodSeconds"]
-    assert f"--grace_period={grace}" in container["args"]
+    drain = grace // 5
+    assert f"--drain_seconds={drain}" in container["args"]
+    assert f"--grace_period={(grace - drain) // 2}" in container["args"]
     assert predictor["minReplicas"] == 1
     assert predictor["scaleMetric"] == "concurrency"
     assert predictor["timeout"] == 60
@@ -290,3 +292,14 @@ def test_canary_in_knative_and_serverless_modes_is_accepted():
         values = {"deploymentMode": mode, "canary": {"enabled": True, "trafficPercent": 25}}
         isvc = one(objects(render(values)), "InferenceService")
         assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 25
+
+
+@pytest.mark.parametrize("grace", [10, 30, 120])
+def test_drain_and_grace_fit_the_pods_termination_grace(grace):
+    """SIGTERM: --drain_seconds, then up to --grace_period for HTTP and again for gRPC."""
+    isvc = one(objects(render({"terminationGracePeriodSeconds": grace})), "InferenceService")
+    args = container_of(isvc)["args"]
+    drain = int(next(a for a in args if a.startswith("--drain_seconds=")).split("=")[1])
+    finish = int(next(a for a in args if a.startswith("--grace_period=")).split("=")[1])
+    assert drain >= 1 and finish >= 1
+    assert drain + 2 * finish <= grace

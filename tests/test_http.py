@@ -434,3 +434,10 @@ def test_unknown_model_is_404(client):
         assert response.status_code == 404
         assert "nope" in response.json()["error"]
     assert client.get("/v2/models/nope").status_code == 404
+
+
+def test_legacy_api_asks_for_numbers_only(client):
+    """/api/predict refuses booleans, so its message must not offer them."""
+    response = client.post("/api/predict/", json={"values_list": ["a", "b"]})
+    assert response.status_code == 422
+    assert response.json()["message"] == '"values_list": values must be numbers, not strings'

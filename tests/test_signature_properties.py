@@ -123,7 +123,8 @@ def send(model: Served, protocol: str, datatype: str, array: np.ndarray) -> None
     if protocol == "v1":
         body = {"instances": array.tolist()}
         answer = requests.post(f"{url}/v1/models/model:predict", json=body, timeout=10)
-        fits = model.fits(array.shape, None) and array.ndim > 0 and array.shape[0] > 0
+        sent = np.asarray(body["instances"]).shape  # JSON loses dimensions after a 0
+        fits = model.fits(sent, None) and len(sent) > 0 and sent[0] > 0
         answered(model, answer.status_code, fits, answer.text)
         return
     entry = {"name": model.name, "datatype": datatype, "shape": list(array.shape)}
