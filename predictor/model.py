@@ -100,10 +100,12 @@ class TorchModel(Model):
         self._executor = ThreadPoolExecutor(
             max_workers=options.inference_threads, thread_name_prefix="inference"
         )
-        if options.max_batch_size > 1:
+        # A batch never grows past what the model's first dimension accepts.
+        max_batch = min(options.max_batch_size, self.signature.batch_limit() or math.inf)
+        if max_batch > 1:
             self._batcher = Batcher(
                 self.forward,
-                options.max_batch_size,
+                int(max_batch),
                 options.max_batch_delay_ms / 1000.0,
                 on_batch=BATCH_SIZE.labels(self.name).observe,
             )

@@ -128,6 +128,19 @@ class Signature:
             conformed.append(spec.cast(array) if spec.declared_datatype else array)
         return conformed
 
+    def batch_limit(self) -> int | None:
+        """The most rows a forward call may take (a fixed first dimension, or the upper
+        bound of a dynamic one), None when the signature sets no limit."""
+        limits = []
+        for spec in self.inputs:
+            if not spec.declared_shape or not spec.shape:
+                continue
+            if spec.shape[0] >= 0:
+                limits.append(spec.shape[0])
+            elif spec.bounds and spec.bounds[0] is not None and spec.bounds[0][1] is not None:
+                limits.append(spec.bounds[0][1])
+        return min(limits, default=None)
+
     def learn_outputs(self, outputs: dict[str, np.ndarray]) -> None:
         """Outputs nobody declared, named and typed as the warm-up inference gave them
         (the first dimension taken as the batch)."""

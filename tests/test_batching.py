@@ -105,3 +105,19 @@ def test_requests_queued_during_a_forward_go_in_the_next_batch_at_once():
     _, results = asyncio.run(scenario())
     assert sizes == [1, 20]
     assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(20)]
+
+
+def test_batches_never_exceed_the_exported_batch_bound(tmp_path):
+    """A batch of 1..4 rows (torch.export Dim max=4) caps --max_batch_size 64 at 4."""
+    import torch
+
+    from predictor.model import ModelOptions, TorchModel
+    from tests import toy_models
+
+    batch = torch.export.Dim("batch", min=1, max=4)
+    toy_models.save_bounded_export(
+        tmp_path, toy_models.seeded_affine(), (torch.zeros(2, 4),), ({0: batch},)
+    )
+    model = TorchModel("m", ModelOptions(model_dir=str(tmp_path), max_batch_size=64))
+    model.load()
+    assert model._batcher is not None and model._batcher.max_batch_size == 4
