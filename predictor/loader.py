@@ -146,6 +146,7 @@ def _export_signature(program: torch.export.ExportedProgram) -> Signature:
             declared_shape=declared,
             bounds=tuple(b for _, b in dims) if any(b for _, b in dims) else (),
             symbols=tuple(s for s, _ in dims) if any(s for s, _ in dims) else (),
+            example_shape=_example_shape(value),
         )
 
     user_inputs = set(program.graph_signature.user_inputs)
@@ -162,6 +163,14 @@ def _export_signature(program: torch.export.ExportedProgram) -> Signature:
         for i, node in enumerate(results)
     ]
     return Signature(inputs or [TensorSpec("input-0")], outputs)
+
+
+def _example_shape(value: torch.Tensor) -> tuple[int, ...]:
+    """The shape of the example the program was exported with, when torch kept it."""
+    try:
+        return tuple(d if isinstance(d, int) else int(d.node.hint) for d in value.shape)
+    except (AttributeError, TypeError, ValueError):
+        return ()
 
 
 def _finite_int(value: object) -> int | None:

@@ -132,7 +132,8 @@ class TorchModel(Model):
         Outputs nobody declared are learnt from it."""
         arrays = [
             np.zeros(
-                [_warm_up_size(spec, axis) for axis in range(len(spec.shape))],
+                spec.example_shape
+                or [_warm_up_size(spec, axis) for axis in range(len(spec.shape))],
                 dtype=numpy_dtype(spec.datatype, spec.name),
             )
             for spec in self.signature.inputs

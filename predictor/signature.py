@@ -38,6 +38,8 @@ class TensorSpec:
     # the symbol naming it, which other inputs' dimensions may share (they must be equal).
     bounds: tuple[Bound | None, ...] = ()
     symbols: tuple[str | None, ...] = ()
+    # A shape the model is known to take (torch.export's example input), for the warm-up.
+    example_shape: tuple[int, ...] = ()
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}

@@ -247,3 +247,17 @@ def test_a_wrong_state_dict_reports_every_mismatch(tmp_path):
     message = caught.value.args[0]
     for fragment in ('"linear.bias"', '"extra"', "size mismatch for linear.weight"):
         assert fragment in message
+
+
+def test_a_guard_failing_inside_the_program_is_a_400(tmp_path):
+    pairs = 2 * torch.export.Dim("pairs", min=1, max=32)
+    toy_models.save_bounded_export(tmp_path, toy_models.Pairs(), (torch.zeros(4),), ({0: pairs},))
+    with PredictorProcess(tmp_path) as server:
+        assert v2_json(server, "x", [4], [1, 2, 3, 4]).json()["outputs"][0]["data"] == [3, 7]
+        odd = v2_json(server, "x", [5], [1, 2, 3, 4, 5])
+        assert odd.status_code == 400
+        assert "Guard failed: x.size()[0] % 2 == 0" in odd.json()["error"]
+        error = grpc_error(server, "x", np.ones(5, np.float32), "FP32")
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert server.probes() == ALL_READY
+        assert "Traceback" not in server.logs()

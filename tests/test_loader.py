@@ -198,3 +198,12 @@ def test_reduced_precision_stays_inside_the_server(tmp_path, dtype):
     output = infer(model, x=X)["y"]
     assert output.dtype == np.float32
     np.testing.assert_allclose(output, expected_affine(), rtol=0.05, atol=0.05)
+
+
+def test_outputs_of_a_model_without_signature_are_learnt_from_the_warm_up(tmp_path):
+    toy_models.save_torchscript(tmp_path, toy_models.TwoInputs(), None)
+    model = serve_in_process(tmp_path)
+    assert model.get_output_types() == [
+        {"name": "output-0", "datatype": "FP32", "shape": [-1]},
+        {"name": "output-1", "datatype": "FP32", "shape": [-1]},
+    ]
