@@ -261,3 +261,21 @@ def test_a_guard_failing_inside_the_program_is_a_400(tmp_path):
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert server.probes() == ALL_READY
         assert "Traceback" not in server.logs()
+
+
+def test_a_cnn_refuses_other_image_sizes_and_layouts(tmp_path):
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch", min=1, max=16)
+    example = (torch.zeros(2, 1, 28, 28),)
+    toy_models.save_bounded_export(tmp_path, toy_models.TinyCNN().eval(), example, ({0: batch},))
+    with PredictorProcess(tmp_path) as server:
+        for shape in ([1, 1, 32, 32], [1, 28, 28, 1], [1, 28, 28]):
+            answer = v2_json(server, "image", shape, [0.0] * int(np.prod(shape)))
+            assert answer.status_code == 400
+            assert answer.json()["error"] == (
+                "input 'image': expected shape [-1, 1, 28, 28] with dimension 0 in 1..16, "
+                f"got {shape}"
+            )
+        good = v2_json(server, "image", [1, 1, 28, 28], [0.0] * 784)
+        assert good.status_code == 200 and good.json()["outputs"][0]["shape"] == [1, 10]
+        assert server.probes() == ALL_READY

@@ -209,3 +209,22 @@ def test_a_model_that_waits_stays_off_the_event_loop(tmp_path, monkeypatch):
     for _ in range(10):
         asyncio.run(model.infer(x))
     assert model.cost.predict_us(list(x.values())) >= 15_000
+
+
+def test_out_of_memory_on_one_request_is_that_requests_error(tmp_path, monkeypatch):
+    from kserve.errors import InferenceError
+
+    toy_models.save_state_dict(tmp_path, toy_models.OutOfMemoryOnLarge(), None)
+    model = TorchModel(
+        "oom",
+        ModelOptions(model_dir=str(tmp_path), model_class="tests.toy_models:OutOfMemoryOnLarge"),
+    )
+    model.load()
+    with pytest.raises(InferenceError, match="out of memory"):
+        asyncio.run(model.infer({"input-0": np.ones(5000, np.float32)}))
+    assert asyncio.run(model.healthy()) and model.health.live  # the small input still runs
+    monkeypatch.setattr(toy_models.OutOfMemoryOnLarge, "stuck", True)
+    with pytest.raises(InferenceError, match="out of memory"):
+        asyncio.run(model.infer({"input-0": np.ones(5000, np.float32)}))
+    assert not model.health.live and "warm-up input" in model.health.broken
+    assert not asyncio.run(model.healthy())

@@ -174,3 +174,27 @@ class Pairs(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(-1, 2).sum(dim=1)
+
+
+class OutOfMemoryOnLarge(torch.nn.Module):
+    """x -> 2x, but runs out of memory (as torch reports it) on inputs over 1000 elements;
+    with `stuck` set, on every input: a device that does not recover."""
+
+    stuck = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if OutOfMemoryOnLarge.stuck or x.numel() > 1000:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x * 2
+
+
+class TinyCNN(torch.nn.Module):
+    """Greyscale 28x28 images, NCHW [N, 1, 28, 28] -> 10 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.head = torch.nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(image)).flatten(1))
