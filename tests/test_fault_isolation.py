@@ -279,3 +279,15 @@ def test_a_cnn_refuses_other_image_sizes_and_layouts(tmp_path):
         good = v2_json(server, "image", [1, 1, 28, 28], [0.0] * 784)
         assert good.status_code == 200 and good.json()["outputs"][0]["shape"] == [1, 10]
         assert server.probes() == ALL_READY
+
+
+def test_legacy_api_says_numbers_are_expected(linear):
+    server, _ = linear
+    answer = requests.post(
+        f"{server.http_url}/api/predict/", json={"values_list": ["1", "2"]}, timeout=10
+    )
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "error": True,
+        "message": '"values_list": values must be numbers, not strings',
+    }
