@@ -129,13 +129,17 @@ class Edge:
         status = 500
         received = 0
         started = False
+        body_done = False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:  # the app now waits for the client to go away: no deadline
+                return await receive()
             message = await self._receive(receive)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise PayloadTooLarge(self.too_large)
+            body_done = not message.get("more_body", False)
             return message
 
         async def send_with_id(message) -> None:
