@@ -19,6 +19,7 @@ import time
 
 from fastapi import FastAPI
 from kserve.errors import InferenceError
+from starlette.responses import Response
 
 from .errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, fault_message
 from .logs import access_log, new_request_id
@@ -74,7 +75,6 @@ class Edge:
                 REJECTED.labels(self.model_name, "too_large").inc()
                 response = error_response(too_large, legacy=legacy)
             except RequestTimeout as too_slow:
-                REJECTED.labels(self.model_name, "body_timeout").inc()
                 response = error_response(too_slow, legacy=legacy)
                 response.headers["connection"] = "close"  # the rest of the body may still come
             except Exception as fault:  # a fault in the model or the server, not the request
@@ -122,6 +122,7 @@ class Edge:
             async with asyncio.timeout(self.body_timeout):
                 return await receive()
         except TimeoutError:
+            REJECTED.labels(self.model_name, "body_timeout").inc()
             raise RequestTimeout(self.too_slow) from None
 
     async def _pass_on(self, scope, receive, send, headers, id_header) -> tuple[int, str | None]:
@@ -189,8 +190,19 @@ def install(
         body_timeout=body_timeout,
     )
     document(app)
+    # Raised by the edge's receive inside KServe's own routes: answered with their status,
+    # not as the InvalidInput (400) they also are.
+    app.add_exception_handler(PayloadTooLarge, _refusal)
+    app.add_exception_handler(RequestTimeout, _refusal)
     if not latency_logging:
         app.router.on_startup.append(lambda: _drop_timing_middleware(app))
+
+
+async def _refusal(request, error: Exception) -> Response:
+    refused = error_response(error)
+    if isinstance(error, RequestTimeout):
+        refused.headers["connection"] = "close"  # the rest of the body may still come
+    return Response(refused.body, status_code=refused.status, headers=refused.headers)
 
 
 def _drop_timing_middleware(app: FastAPI) -> None:

@@ -77,8 +77,12 @@ class GuardedProtocol(HttpToolsProtocol):
             return  # the answer is written; what the client still sends is discarded
         self.last_activity = self.loop.time()
         super().data_received(data)
-        if self._awaiting_headers and self._header_timer is None and not self._refused:
-            self._arm_header_timer()
+        if self._header_timer is None and not self._refused and not self.transport.is_closing():
+            # Part of a request's headers; or bytes that start none (blank lines), which
+            # stopped uvicorn's keep-alive timer: either way a deadline.
+            idle = self.cycle is None or self.cycle.response_complete
+            if self._awaiting_headers or (idle and self.timeout_keep_alive_task is None):
+                self._arm_header_timer()
 
     def on_message_begin(self) -> None:
         self._awaiting_headers = True
@@ -128,9 +132,14 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        waiting = self.cycle is None or self._awaiting_headers
-        if not waiting or self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            if self._awaiting_headers:  # a pipelined request waits behind one in progress
+                self._arm_header_timer()
+            return
+        if not self._awaiting_headers and self.timeout_keep_alive_task is not None:
+            return  # idle between requests: uvicorn's keep-alive timeout applies
         REJECTED.labels(self.model_name, "header_timeout").inc()
         self._refuse(
             408,
@@ -186,7 +195,11 @@ class DrainingServer(kserve_rest_server._RefreshingServer):
             if self.drain_seconds <= 0:
                 self.should_exit = True
             return
-        super().handle_exit(sig, frame)  # a second signal ends the drain at once
+        # A second signal ends the drain at once (SIGINT: no waiting at all). It is not
+        # captured again: KServe's own stop runs once, after the HTTP server has stopped.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
@@ -201,13 +214,24 @@ class DrainingServer(kserve_rest_server._RefreshingServer):
         await super().shutdown(sockets)
 
 
+# Classic BPF, run by the kernel on each TCP segment reaching the listening socket (the
+# data starts at the TCP header): keep segments with ACK set, drop the rest (new SYNs).
+DROP_NEW_CONNECTIONS = [
+    (0x30, 0, 0, 13),  # ldb [13]: the TCP flags byte
+    (0x45, 0, 1, 0x10),  # jset #ACK: keep, else drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret: keep the whole segment
+    (0x06, 0, 0, 0),  # ret 0: drop
+]
+
+
 def refuse_new_connections(listener) -> None:
-    """Attach a socket filter that drops every packet reaching the listening socket: new
-    connection attempts go unanswered (until the socket closes and the client's retry is
-    refused), while connections already queued stay intact to be accepted."""
-    instruction = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, 0: keep no bytes
-    program = ctypes.create_string_buffer(instruction, len(instruction))
-    fprog = struct.pack("HP", 1, ctypes.addressof(program))  # struct sock_fprog
+    """Attach a socket filter to the listening socket that drops new connection attempts
+    (SYNs without ACK): they go unanswered until the socket closes, and the client's retry
+    is then refused at connect. Handshakes already under way complete (their ACK passes)
+    and connections already queued stay intact, to be accepted."""
+    code = b"".join(struct.pack("HBBI", *instruction) for instruction in DROP_NEW_CONNECTIONS)
+    program = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HP", len(DROP_NEW_CONNECTIONS), ctypes.addressof(program))
     try:
         listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     except OSError as error:  # not Linux: the socket closes as uvicorn closes it

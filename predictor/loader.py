@@ -129,6 +129,10 @@ def _export_signature(program: torch.export.ExportedProgram) -> Signature:
             return None, None  # derived (2 * batch, ...): left to the program's own guards
         ranges = program.range_constraints.get(expr)
         low = _finite_int(getattr(ranges, "lower", 0)) or 0
+        if low == 2:
+            # torch's own floor for Dim.DYNAMIC/AUTO (sizes 0 and 1 are specialised at export
+            # time, yet the program runs on them), not the model's: no lower bound.
+            low = 0
         high = _finite_int(getattr(ranges, "upper", None))
         return str(expr), ((low, high) if low > 0 or high is not None else None)
 

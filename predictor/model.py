@@ -81,6 +81,7 @@ class TorchModel(Model):
         self.health = Health(name)
         self.cost = ForwardCost()
         self._warm_up_inputs: list[np.ndarray] = []
+        self._memory_failures = 0  # out-of-memory errors in a row the warm-up input failed too
         self._in_flight_gauge = IN_FLIGHT.labels(name)
 
     # ---- loading -------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class TorchModel(Model):
         Refuses work past --max_inflight (503, so an autoscaler sees the pressure and
         callers retry) and tensors past --max_tensor_elements (413).
         """
-        arrays = self.signature.conform(self.order_inputs(inputs))
+        arrays = self.order_inputs(inputs)
         limit = self.options.max_tensor_elements
         for name, array in zip(self.signature.input_names, arrays, strict=True):
             if array.size > limit:
@@ -210,6 +211,7 @@ class TorchModel(Model):
                     f"input {name!r} has {array.size} elements; the limit is {limit} "
                     "(--max_tensor_elements)"
                 )
+        arrays = self.signature.conform(arrays)
         if self.options.max_inflight and self.inflight >= self.options.max_inflight:
             REJECTED.labels(self.name, "overload").inc()
             raise Overloaded(
@@ -240,16 +242,14 @@ class TorchModel(Model):
             # event loop holds: the busier the server, the costlier the model would look,
             # and the more it would be kept off the loop.
             clock = CoreClock(shared_core=off_loop)
+            out_of_memory = None
             try:
                 result = self.module(*tensors)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self.cost.record(arrays, clock.elapsed())
             except torch.OutOfMemoryError as error:
-                self._check_recovery(error)
-                raise InferenceError(
-                    f"out of memory running the model: {first_line(error)}"
-                ) from None
+                out_of_memory = f"out of memory running the model: {first_line(error)}"
             except torch.AcceleratorError as error:
                 if poisons_the_device(error):
                     self.health.mark_broken(first_line(error))
@@ -261,21 +261,34 @@ class TorchModel(Model):
                 raise ModelRejectedInput(
                     f"the model cannot run on the given input ({described}): {first_line(error)}"
                 ) from None
-            return self._to_numpy(result, float_dtype)
+            if out_of_memory is None:
+                self._memory_failures = 0
+                return self._to_numpy(result, float_dtype)
+        # Out of the handler, so the failed call's tensors (held by its traceback) are gone.
+        del tensors
+        self._check_recovery(out_of_memory)
+        raise InferenceError(out_of_memory)
 
-    def _check_recovery(self, error: torch.OutOfMemoryError) -> None:
-        """After running out of memory, whether the model still runs on its small warm-up
-        input; if even that runs out of memory, the device is not recovering."""
+    def _check_recovery(self, message: str) -> None:
+        """After running out of memory, whether the model still runs on its warm-up input.
+        One failure may be other requests' memory in use at that moment; only when the
+        warm-up input runs out of memory after two such errors in a row is the device
+        taken as not recovering."""
         if not self._warm_up_inputs:
             return  # during the warm-up itself: load() reports it
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         try:
-            self.module(*[self._to_device(a) for a in self._warm_up_inputs])
+            with torch.inference_mode():
+                self.module(*[self._to_device(a) for a in self._warm_up_inputs])
         except torch.OutOfMemoryError:
-            self.health.mark_broken(f"out of memory even on the warm-up input: {first_line(error)}")
+            self._memory_failures += 1
+            if self._memory_failures >= 2:
+                self.health.mark_broken(f"out of memory even on the warm-up input ({message})")
+            return
         except Exception:
             pass  # not memory: the request's own error is what the caller gets
+        self._memory_failures = 0
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)

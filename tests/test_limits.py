@@ -226,5 +226,20 @@ def test_out_of_memory_on_one_request_is_that_requests_error(tmp_path, monkeypat
     monkeypatch.setattr(toy_models.OutOfMemoryOnLarge, "stuck", True)
     with pytest.raises(InferenceError, match="out of memory"):
         asyncio.run(model.infer({"input-0": np.ones(5000, np.float32)}))
+    assert model.health.live  # once may be other requests' memory: not yet
+    with pytest.raises(InferenceError, match="out of memory"):
+        asyncio.run(model.infer({"input-0": np.ones(5, np.float32)}))
     assert not model.health.live and "warm-up input" in model.health.broken
     assert not asyncio.run(model.healthy())
+
+
+def test_kserve_routes_answer_413_for_a_chunked_body_over_the_limit(client):
+    """The limit is enforced while KServe's own routes read the body, with its status."""
+
+    def chunks():
+        for _ in range(40):
+            yield b" " * 65536
+
+    response = client.post("/v1/models/model:explain", content=chunks())
+    assert response.status_code == 413
+    assert "--max_request_bytes" in response.json()["error"]

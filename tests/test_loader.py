@@ -207,3 +207,16 @@ def test_outputs_of_a_model_without_signature_are_learnt_from_the_warm_up(tmp_pa
         {"name": "output-0", "datatype": "FP32", "shape": [-1]},
         {"name": "output-1", "datatype": "FP32", "shape": [-1]},
     ]
+
+
+def test_dim_dynamic_takes_batches_of_one(tmp_path):
+    """torch.export records Dim.DYNAMIC as 2..inf (sizes 0 and 1 are specialised at export
+    time), yet the program runs on a batch of 1: that floor is not the model's."""
+    toy_models.save_bounded_export(
+        tmp_path,
+        toy_models.seeded_affine(),
+        (torch.zeros(4, 4),),
+        ({0: torch.export.Dim.DYNAMIC},),
+    )
+    model = serve_in_process(tmp_path)
+    assert infer(model, x=np.ones((1, 4), np.float32))["output-0"].shape == (1, 2)

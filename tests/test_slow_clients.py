@@ -40,12 +40,18 @@ def test_slow_headers_and_stalled_bodies_get_408_while_others_are_served():
         address = ("127.0.0.1", server.http_port)
         slow_headers = [socket.create_connection(address) for _ in range(300)]
         stalled_bodies = [socket.create_connection(address) for _ in range(100)]
+        stalled_kserve = [socket.create_connection(address) for _ in range(5)]
         silent = [socket.create_connection(address) for _ in range(50)]
         try:
             for sock in slow_headers:
                 sock.sendall(HEAD)
             for sock in stalled_bodies:
                 sock.sendall(HEAD + b"Content-Length: 100\r\n\r\n" + b'{"instances"')
+            for sock in stalled_kserve:  # a route of KServe's own, past the edge
+                sock.sendall(
+                    b"POST /v1/models/model:explain HTTP/1.1\r\nHost: test\r\n"
+                    b'Content-Length: 100\r\n\r\n{"instances"'
+                )
             # While all of them hang on, a normal request is answered.
             for _ in range(3):
                 for sock in slow_headers:
@@ -61,17 +67,46 @@ def test_slow_headers_and_stalled_bodies_get_408_while_others_are_served():
                 answer = read_until_closed(sock)
                 assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:80]
                 assert b"--header_timeout" in answer
-            for sock in stalled_bodies[:20]:
+            for sock in stalled_bodies[:20] + stalled_kserve:
                 answer = read_until_closed(sock)
                 assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
                 assert b"--body_timeout" in answer and b"connection: close" in answer.lower()
         finally:
-            for sock in slow_headers + stalled_bodies + silent:
+            for sock in slow_headers + stalled_bodies + stalled_kserve + silent:
                 sock.close()
         assert server.probes()["/v2/health/ready"] == 200
         metrics = requests.get(f"{server.http_url}/metrics", timeout=5).text
         assert 'predictor_rejected_requests_total{model="model",reason="header_timeout"}' in metrics
         assert 'predictor_rejected_requests_total{model="model",reason="body_timeout"}' in metrics
+
+
+def test_blank_lines_between_requests_do_not_keep_a_connection_open():
+    server = PredictorProcess(extra_args=["--header_timeout", "1"])
+    with server, socket.create_connection(("127.0.0.1", server.http_port)) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"\r\n")  # starts no request, yet stops the keep-alive timer
+        answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+
+
+def test_a_slow_answer_is_not_cut_off_by_the_next_requests_header_deadline(tmp_path):
+    """A pipelined request's headers wait behind a slow answer without a 408."""
+    from tests import toy_models
+
+    toy_models.save_state_dict(tmp_path, toy_models.Slow(), None)
+    args = ["--model_class", "tests.toy_models:Slow", "--header_timeout", "0.5"]
+    server = PredictorProcess(tmp_path, extra_args=args)
+    with server, socket.create_connection(("127.0.0.1", server.http_port)) as sock:
+        body = b'{"instances": [1.0]}'
+        sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body + b"GET /v2/health")
+        answer = b""
+        sock.settimeout(10)
+        while b"predictions" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:80]
 
 
 def test_connections_past_the_cap_get_503_and_are_closed():
