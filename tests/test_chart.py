@@ -95,7 +95,8 @@ def test_default_isvc_runs_the_image_hardened():
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
 
-    grace = predictor["terminationGracePeriodSeconds"]
+    assert "terminationGracePeriodSeconds" not in predictor  # Knative refuses it
+    grace = predictor["timeout"]  # Knative gives the pod the revision timeout instead
     drain = grace // 5
     assert f"--drain_seconds={drain}" in container["args"]
     assert f"--grace_period={(grace - drain) // 2}" in container["args"]
@@ -294,10 +295,17 @@ def test_canary_in_knative_and_serverless_modes_is_accepted():
         assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 25
 
 
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
 @pytest.mark.parametrize("grace", [10, 30, 120])
-def test_drain_and_grace_fit_the_pods_termination_grace(grace):
-    """SIGTERM: --drain_seconds, then up to --grace_period for HTTP and again for gRPC."""
-    isvc = one(objects(render({"terminationGracePeriodSeconds": grace})), "InferenceService")
+def test_drain_and_grace_fit_the_pods_termination_grace(mode, grace):
+    """SIGTERM: --drain_seconds, then up to --grace_period for HTTP and again for gRPC,
+    within the pod's grace: the revision timeout in Knative mode, else its own field."""
+    values = {"deploymentMode": mode, "timeout": grace, "terminationGracePeriodSeconds": grace}
+    if mode == "Knative":
+        values["terminationGracePeriodSeconds"] = 3 * grace  # not the pod's: ignored
+    isvc = one(objects(render(values)), "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    assert ("terminationGracePeriodSeconds" in predictor) == (mode == "Standard")
     args = container_of(isvc)["args"]
     drain = int(next(a for a in args if a.startswith("--drain_seconds=")).split("=")[1])
     finish = int(next(a for a in args if a.startswith("--grace_period=")).split("=")[1])

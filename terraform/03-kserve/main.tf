@@ -21,10 +21,16 @@ resource "kubernetes_manifest" "knative_serving" {
         domain = {
           (var.domain) = ""
         }
-        # Lets InferenceServices target the GPU pool (affinity, tolerations).
+        # Every pod-spec field the chart and the manifests set (tests/test_knative_fieldmask.py
+        # checks each render against Knative's field masks): the GPU pool (affinity,
+        # tolerations, nodeSelector) and the hardened pod (securityContext); secure pod
+        # defaults for every other workload.
         features = {
-          "kubernetes.podspec-affinity"    = "enabled"
-          "kubernetes.podspec-tolerations" = "enabled"
+          "kubernetes.podspec-affinity"        = "enabled"
+          "kubernetes.podspec-tolerations"     = "enabled"
+          "kubernetes.podspec-nodeselector"    = "enabled"
+          "kubernetes.podspec-securitycontext" = "enabled"
+          "secure-pod-defaults"                = "enabled"
         }
       }
     }
