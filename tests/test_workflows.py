@@ -233,3 +233,16 @@ def test_checkov_github_actions_has_no_failed_checks():
     reports = run_checkov("--directory", ".github", "--framework", "github_actions")
     assert sum(r["summary"]["passed"] for r in reports) > 100
     assert failed_checks(reports) == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_artifact_carries_a_terraform_plan_file(path):
+    """A binary plan holds provider credentials in clear text; only plan.txt may leave."""
+    for step in steps_of(path):
+        if "upload-artifact" not in step.get("uses", ""):
+            continue
+        paths = str(step.get("with", {}).get("path", "")).split()
+        assert paths, step
+        for uploaded in paths:
+            assert uploaded.endswith(".txt") or "tfplan" not in uploaded, uploaded
+            assert not uploaded.rstrip("*/").endswith(("terraform", "terraform/*")), uploaded
