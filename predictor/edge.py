@@ -76,7 +76,6 @@ class Edge:
                 response = error_response(too_large, legacy=legacy)
             except RequestTimeout as too_slow:
                 response = error_response(too_slow, legacy=legacy)
-                response.headers["connection"] = "close"  # the rest of the body may still come
             except Exception as fault:  # a fault in the model or the server, not the request
                 logger.exception("request %s failed", request_id)
                 response = error_response(InferenceError(fault_message(fault)), legacy=legacy)
@@ -158,8 +157,6 @@ class Edge:
             if started:
                 raise
             response = error_response(refused)
-            if isinstance(refused, RequestTimeout):
-                response.headers["connection"] = "close"
             await _send(send, response, id_header)
             return response.status, response.error
         return status, None
@@ -200,8 +197,6 @@ def install(
 
 async def _refusal(request, error: Exception) -> Response:
     refused = error_response(error)
-    if isinstance(error, RequestTimeout):
-        refused.headers["connection"] = "close"  # the rest of the body may still come
     return Response(refused.body, status_code=refused.status, headers=refused.headers)
 
 

@@ -32,6 +32,7 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from . import codec
 from .errors import HANDLED_ERRORS, fault_message, message_of, status_of
 from .grpc_wire import split_raw_contents
+from .health import not_serving
 from .logs import access_log, new_request_id
 from .metadata import MODEL_CONTROL_DISABLED, server_metadata
 from .metrics import observe_request
@@ -95,12 +96,11 @@ class PredictorServicer(InferenceServicer):
         return [m for m in models if isinstance(m, TorchModel)]
 
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=all(m.health.live for m in self._models()))
+        return pb.ServerLiveResponse(live=not_serving(self._models(), live_only=True) is None)
 
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
         models = self._models()
-        ready = bool(models) and all([await m.healthy() for m in models])
-        return pb.ServerReadyResponse(ready=ready)
+        return pb.ServerReadyResponse(ready=bool(models) and not_serving(models) is None)
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**server_metadata())

@@ -75,3 +75,18 @@ class Health:
             )
             self.broken = reason
             MODEL_HEALTHY.labels(self.model_name).set(0)
+
+
+def not_serving(models, live_only: bool = False) -> str | None:
+    """Why the server (these models) is not ready, or with live_only not live; None when
+    it is. Every REST and gRPC server probe answers from this."""
+    for model in models:
+        if model.health.broken:
+            return f"model {model.name!r} is broken: {model.health.broken}"
+        if live_only:
+            continue
+        if model.health.draining:
+            return "the server is shutting down (SIGTERM): draining"
+        if not model.ready:
+            return f"model {model.name!r} is not loaded yet"
+    return None

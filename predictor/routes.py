@@ -25,7 +25,15 @@ from fastapi import FastAPI
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
 from . import codec
-from .errors import HANDLED_ERRORS, Overloaded, UnsupportedMediaType, message_of, status_of
+from .errors import (
+    HANDLED_ERRORS,
+    Overloaded,
+    RequestTimeout,
+    UnsupportedMediaType,
+    message_of,
+    status_of,
+)
+from .health import not_serving
 from .metadata import MODEL_CONTROL_DISABLED, model_metadata, server_metadata
 from .model import TorchModel, ready_model
 
@@ -67,8 +75,8 @@ def _require_json(request: HttpRequest) -> None:
         raise UnsupportedMediaType(f"content type {media!r} is not supported; send {JSON}")
 
 
-def _json(document: dict, status: int = 200) -> HttpResponse:
-    return HttpResponse(status, codec.dumps(document))
+def _json(document: dict) -> HttpResponse:
+    return HttpResponse(200, codec.dumps(document))
 
 
 def _unavailable(message: str) -> HttpResponse:
@@ -83,6 +91,8 @@ def error_response(
     headers = {"content-type": JSON}
     if isinstance(error, Overloaded):
         headers["retry-after"] = str(error.retry_after_s)
+    elif isinstance(error, RequestTimeout):
+        headers["connection"] = "close"  # the rest of the body may still come
     return HttpResponse(status or status_of(error), codec.dumps(body), headers, message)
 
 
@@ -98,27 +108,14 @@ class Routes:
 
     # ---- health and metadata ---------------------------------------------------------------
 
-    def _not_serving(self, live_only: bool = False) -> str | None:
-        """Why the server is not ready (or, live_only, not live); None when it is."""
-        for model in self.models.values():
-            if model.health.broken:
-                return f"model {model.name!r} is broken: {model.health.broken}"
-            if live_only:
-                continue
-            if model.health.draining:
-                return "the server is shutting down (SIGTERM): draining"
-            if not model.ready:
-                return f"model {model.name!r} is not loaded yet"
-        return None
-
     async def server_live(self, request: HttpRequest) -> HttpResponse:
-        problem = self._not_serving(live_only=True)
+        problem = not_serving(self.models.values(), live_only=True)
         if problem:
             return _unavailable(f"not live: {problem}")
         return _json({"status": "alive"} if request.path_params.get("v1") else {"live": True})
 
     async def server_ready(self, request: HttpRequest) -> HttpResponse:
-        problem = self._not_serving()
+        problem = not_serving(self.models.values())
         return _unavailable(f"not ready: {problem}") if problem else _json({"ready": True})
 
     async def model_ready(self, request: HttpRequest) -> HttpResponse:
@@ -127,7 +124,7 @@ class Routes:
         if model is None:
             return error_response(ModelNotFound(name))
         if not await model.healthy():
-            return error_response(ModelNotReady(name, self._not_serving() or ""))
+            return error_response(ModelNotReady(name, not_serving(self.models.values()) or ""))
         return _json({"name": name, "ready": True})
 
     async def model_metadata(self, request: HttpRequest) -> HttpResponse:
