@@ -182,28 +182,373 @@ def test_predictor_only_reads_the_model_bucket():
     assert bucket["public_access_prevention"] == "enforced"
 
 
-def test_github_federation_is_restricted_to_the_repository():
+# ---------------------------------------------------------------- identities
+# Every IAM role and binding of the GitHub accounts is pinned here: a widening fails a test.
+
+REPO = {
+    "github_repository": "acme/torch",
+    "github_repository_id": "1234",
+    "github_repository_owner_id": "99",
+}
+GITHUB_PROJECT_ROLES = {
+    "terraform-plan": ["roles/iam.securityReviewer", "roles/viewer"],
+    "terraform": [
+        "roles/artifactregistry.admin",
+        "roles/binaryauthorization.attestorsAdmin",
+        "roles/binaryauthorization.policyEditor",
+        "roles/cloudkms.admin",
+        "roles/compute.networkAdmin",
+        "roles/container.admin",
+        "roles/containeranalysis.notes.editor",
+        "roles/dns.admin",
+        "roles/iam.serviceAccountAdmin",
+        "roles/iam.workloadIdentityPoolAdmin",
+        "roles/resourcemanager.projectIamAdmin",
+        "roles/serviceusage.serviceUsageAdmin",
+        "roles/storage.admin",
+    ],
+    "publisher": ["roles/containeranalysis.occurrences.editor"],
+    "canary": ["roles/container.clusterViewer"],
+    "promoter": ["roles/container.clusterViewer"],
+}
+# Resource-level grants to the GitHub accounts: resource address -> (account, role, target).
+GITHUB_RESOURCE_GRANTS = {
+    "google_storage_bucket_iam_member.terraform_plan_reads_state": (
+        "terraform-plan",
+        "roles/storage.objectViewer",
+        "${var.terraform_state_bucket}",
+    ),
+    "google_service_account_iam_member.terraform_uses_node_account": (
+        "terraform",
+        "roles/iam.serviceAccountUser",
+        "${google_service_account.nodes.name}",
+    ),
+    "google_kms_crypto_key_iam_member.terraform_reads_public_key": (
+        "terraform",
+        "roles/cloudkms.publicKeyViewer",
+        "${google_kms_crypto_key.attestor.id}",
+    ),
+    "google_artifact_registry_repository_iam_member.publisher_pushes": (
+        "publisher",
+        "roles/artifactregistry.writer",
+        "${google_artifact_registry_repository.images.name}",
+    ),
+    "google_kms_crypto_key_iam_member.publisher_signs": (
+        "publisher",
+        "roles/cloudkms.signerVerifier",
+        "${google_kms_crypto_key.attestor.id}",
+    ),
+    "google_container_analysis_note_iam_member.publisher_attaches": (
+        "publisher",
+        "roles/containeranalysis.notes.attacher",
+        "${google_container_analysis_note.built_by_ci.name}",
+    ),
+    "google_binary_authorization_attestor_iam_member.publisher_reads_attestor": (
+        "publisher",
+        "roles/binaryauthorization.attestorsViewer",
+        "${google_binary_authorization_attestor.built_by_ci.name}",
+    ),
+}
+TARGET_KEYS = ("bucket", "service_account_id", "crypto_key_id", "repository", "note", "attestor")
+
+
+def top_level_blocks(text: str, header: str) -> list[str]:
+    """The source of each top-level block whose first line starts with header."""
+    return re.findall(rf"^{re.escape(header)}.*?^}}$", text, flags=re.M | re.S)
+
+
+def terraform_eval(stage: str, expressions: dict[str, str], variables: dict[str, str]) -> dict:
+    """Evaluates HCL expressions with the stage's real variables and locals (terraform console)."""
+    if shutil.which("terraform") is None:
+        pytest.skip("no terraform binary on PATH")
+    import tempfile
+
+    sources = [(TF / stage / "variables.tf").read_text()]
+    for path in sorted((TF / stage).glob("*.tf")):
+        sources += top_level_blocks(path.read_text(), "locals {")
+    probe = "\n".join(f"  probe_{name} = {expr}" for name, expr in expressions.items())
+    sources.append("locals {\n" + probe + "\n}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "main.tf").write_text("\n".join(sources))
+        names = ", ".join(f"{name} = local.probe_{name}" for name in expressions)
+        result = subprocess.run(
+            ["terraform", "console", *(f"-var={k}={v}" for k, v in variables.items())],
+            input=f"jsonencode({{{names}}})\n",
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def stage_variables(stage: str, **extra: str) -> dict[str, str]:
+    """Values for the stage's required variables."""
+    values = {"project_id": "my-project", "terraform_state_bucket": "my-project-tfstate", **REPO}
+    required = [
+        n for b in blocks("variable", stage) for n, body in b.items() if "default" not in body
+    ]
+    return {name: values[name] for name in required} | extra
+
+
+def provider_condition_source() -> str:
+    text = (TF / "01-cluster" / "github.tf").read_text()
+    return re.search(r"attribute_condition = (<<-EOT\n.*?\n\s*EOT)", text, flags=re.S).group(1)
+
+
+def federation(subject_format: str) -> dict:
+    """The provider's condition and each account's trusted subject, as Terraform computes them."""
+    return terraform_eval(
+        "01-cluster",
+        {"condition": provider_condition_source(), "accounts": "local.github_accounts"},
+        stage_variables("01-cluster", github_subject_format=subject_format),
+    )
+
+
+def claims(event: str, ref: str, environment: str | None = None, **overrides) -> dict:
+    """A GitHub OIDC token's claims, in the subject form of the repository."""
+    immutable = overrides.pop("immutable", True)
+    repo = "repo:acme@99/torch@1234" if immutable else "repo:acme/torch"
+    if environment:
+        sub = f"{repo}:environment:{environment}"
+    elif event == "pull_request":
+        sub = f"{repo}:pull_request"
+    else:
+        sub = f"{repo}:ref:{ref}"
+    token = {"sub": sub, "ref": ref, "event_name": event, "repository": "acme/torch"}
+    token |= {"repository_id": "1234", "repository_owner_id": "99"}
+    if environment:
+        token["environment"] = environment
+    return token | overrides
+
+
+def account_for(setup: dict, token: dict) -> str | None:
+    """The account a token may impersonate: None if the provider refuses it."""
+    import celpy
+
+    env = celpy.Environment()
+    allowed = env.program(env.compile(setup["condition"])).evaluate(
+        {"assertion": celpy.json_to_cel(token)}
+    )
+    if not allowed:
+        return None
+    matches = [
+        name for name, account in setup["accounts"].items() if account["subject"] == token["sub"]
+    ]
+    assert len(matches) <= 1, matches
+    return matches[0] if matches else None
+
+
+@pytest.mark.parametrize("subject_format", ["immutable", "legacy"])
+def test_each_job_gets_exactly_its_own_account(subject_format):
+    setup = federation(subject_format)
+    immutable = subject_format == "immutable"
+    main, pr = "refs/heads/main", "refs/pull/7/merge"
+    cases = [
+        (claims("pull_request", pr, immutable=immutable), "terraform-plan"),
+        (claims("push", main, immutable=immutable), "publisher"),
+        (claims("push", main, "terraform", immutable=immutable), "terraform"),
+        (claims("push", main, "canary", immutable=immutable), "canary"),
+        (claims("workflow_dispatch", main, "canary", immutable=immutable), "canary"),
+        (claims("push", main, "production", immutable=immutable), "promoter"),
+        # A pull request or a branch asking for an environment gets nothing.
+        (claims("pull_request", pr, "terraform", immutable=immutable), None),
+        (claims("pull_request", pr, "production", immutable=immutable), None),
+        (claims("push", "refs/heads/feature", "terraform", immutable=immutable), None),
+        (claims("push", "refs/heads/feature", immutable=immutable), None),
+        (claims("workflow_dispatch", "refs/tags/v1", "canary", immutable=immutable), None),
+        # Another repository of the same name (deleted and re-created, or transferred).
+        (claims("push", main, immutable=immutable, repository_id="5678"), None),
+        (claims("push", main, "terraform", immutable=immutable, repository_owner_id="1"), None),
+    ]
+    for token, expected in cases:
+        assert account_for(setup, token) == expected, token
+    # The other subject form is never trusted: it would name a different repository.
+    assert account_for(setup, claims("push", main, immutable=not immutable)) is None
+
+
+def test_wif_bindings_use_each_accounts_subject_and_the_provider_checks_ids():
     provider = resources("google_iam_workload_identity_pool_provider")["github"]
     assert provider["oidc"][0]["issuer_uri"] == "https://token.actions.githubusercontent.com"
-    condition = provider["attribute_condition"]
-    assert "assertion.repository == '${var.github_repository}'" in condition
-    assert "assertion.sub == 'repo:${var.github_repository}:ref:refs/heads/main'" in condition
-    bindings = resources("google_service_account_iam_member")
-    for name in ("deployer_wif", "terraform_wif"):
-        assert bindings[name]["member"].startswith("principal://iam.googleapis.com/"), name
-        assert "/subject/" in bindings[name]["member"], name
-
-
-def test_deployer_has_only_push_and_kubernetes_roles():
-    deployer = "${google_service_account.deployer.member}"
-    roles = sorted(
-        body["role"]
-        for block in blocks("resource")
-        for named in block.values()
-        for body in named.values()
-        if body.get("member") == deployer
+    mapping = provider["attribute_mapping"]
+    assert mapping["google.subject"] == "assertion.sub"
+    assert mapping["attribute.repository_id"] == "assertion.repository_id"
+    binding = resources("google_service_account_iam_member")["github_wif"]
+    assert binding["for_each"] == "${local.github_accounts}"
+    assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert binding["member"] == (
+        "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}"
+        "/subject/${each.value.subject}"
     )
-    assert roles == ["roles/artifactregistry.writer", "roles/container.developer"]
+    # No other binding lets anything impersonate the GitHub accounts.
+    impersonations = {
+        name
+        for name, body in resources("google_service_account_iam_member").items()
+        if "google_service_account.github" in body["service_account_id"]
+    }
+    assert impersonations == {"github_wif"}
+
+
+def github_locals() -> dict:
+    return {k: v for b in blocks("locals", "01-cluster") for k, v in b.items()}
+
+
+def test_every_project_role_of_the_github_accounts_is_pinned():
+    roles = github_locals()["github_project_roles"]
+    assert {name: sorted(r) for name, r in roles.items()} == GITHUB_PROJECT_ROLES
+    grant = resources("google_project_iam_member")["github"]
+    assert grant["for_each"] == "${local.github_project_grants}"
+    assert grant["member"] == "${google_service_account.github[each.value.account].member}"
+    assert set(github_locals()["github_accounts"]) == set(GITHUB_PROJECT_ROLES)
+    # What Terraform computes from them: one grant per (account, role), nothing else.
+    grants = terraform_eval(
+        "01-cluster", {"grants": "local.github_project_grants"}, stage_variables("01-cluster")
+    )["grants"]
+    expected = {(a, r) for a, rs in GITHUB_PROJECT_ROLES.items() for r in rs}
+    assert {(g["account"], g["role"]) for g in grants.values()} == expected
+
+
+def test_every_resource_level_grant_to_the_github_accounts_is_pinned():
+    found = {}
+    for block in blocks("resource"):
+        for rtype, named in block.items():
+            for name, body in named.items():
+                member = str(body.get("member", ""))
+                match = re.fullmatch(
+                    r"\$\{google_service_account\.github\[\"([\w-]+)\"\]\.member\}", member
+                )
+                if match:
+                    target = next(body[k] for k in TARGET_KEYS if k in body)
+                    found[f"{rtype}.{name}"] = (match.group(1), body["role"], target)
+    assert found == GITHUB_RESOURCE_GRANTS
+    # The old project-wide deployer (container.developer in every namespace) is gone.
+    assert "deployer" not in resources("google_service_account")
+
+
+def test_the_plan_workflow_cannot_take_the_state_lock_or_write():
+    grant = GITHUB_RESOURCE_GRANTS["google_storage_bucket_iam_member.terraform_plan_reads_state"]
+    assert grant[1] == "roles/storage.objectViewer"
+    assert not any(
+        "admin" in r or "editor" in r.lower() for r in GITHUB_PROJECT_ROLES["terraform-plan"]
+    )
+
+
+CHART_KINDS_RESOURCES = {
+    "InferenceService": ("serving.kserve.io", "inferenceservices"),
+    "ServiceAccount": ("", "serviceaccounts"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+}
+
+
+def role_rules(name: str) -> dict[tuple[str, str], set[str]]:
+    role = resources("kubernetes_role_v1", "03-kserve")[name]
+    rules = {}
+    for rule in role["rule"]:
+        for group in rule["api_groups"]:
+            for resource in rule["resources"]:
+                rules[(group, resource)] = set(rule["verbs"])
+    return rules
+
+
+def test_deployer_roles_are_namespaced_and_cover_exactly_what_the_jobs_do():
+    from tests.chart_helpers import RENDER_NAMES, objects, render_named
+
+    # What `helm upgrade --install` applies (helm test hooks run only with `helm test`).
+    kinds = {
+        obj["kind"]
+        for name in RENDER_NAMES
+        for obj in objects(render_named(name))
+        if "helm.sh/hook" not in obj["metadata"].get("annotations", {})
+    }
+    assert kinds <= set(CHART_KINDS_RESOURCES), kinds - set(CHART_KINDS_RESOURCES)
+    canary = role_rules("canary")
+    apply = {"get", "list", "create", "update", "patch"}
+    for kind in kinds:
+        assert apply <= canary[CHART_KINDS_RESOURCES[kind]], kind
+    # Helm's release records (Secrets): it prunes old revisions.
+    assert canary[("", "secrets")] == apply | {"delete"}
+    assert set(canary) == set(CHART_KINDS_RESOURCES.values()) | {("", "secrets")}
+    # kubectl wait and predictor.rollout watch; nothing deletes an InferenceService.
+    assert canary[("serving.kserve.io", "inferenceservices")] == apply | {"watch"}
+    assert role_rules("promoter") == {
+        ("serving.kserve.io", "inferenceservices"): {"get", "list", "watch", "patch"}
+    }
+    assert role_rules("gateway_reader") == {("", "services"): {"get"}}
+    roles = resources("kubernetes_role_v1", "03-kserve")
+    assert roles["gateway_reader"]["rule"][0]["resource_names"] == ["istio-ingressgateway"]
+    for name in ("canary", "promoter"):
+        assert (
+            roles[name]["metadata"][0]["namespace"]
+            == "${kubernetes_namespace_v1.models.metadata[0].name}"
+        )
+    assert not resources("kubernetes_cluster_role_v1", "03-kserve")
+    assert not resources("kubernetes_cluster_role_binding_v1", "03-kserve")
+
+
+def test_role_bindings_name_the_accounts_stage_01_creates():
+    emails = terraform_eval(
+        "03-kserve", {"emails": "local.github_account_email"}, stage_variables("03-kserve")
+    )["emails"]
+    accounts = set(github_locals()["github_accounts"])
+    for name, email in emails.items():
+        assert name in accounts
+        assert email == f"github-{name}@my-project.iam.gserviceaccount.com"
+    bindings = resources("kubernetes_role_binding_v1", "03-kserve")
+    assert bindings["canary"]["subject"][0]["name"] == '${local.github_account_email["canary"]}'
+    assert bindings["promoter"]["subject"][0]["name"] == '${local.github_account_email["promoter"]}'
+    assert (
+        bindings["promoter"]["role_ref"][0]["name"]
+        == "${kubernetes_role_v1.promoter.metadata[0].name}"
+    )
+
+
+def test_account_ids_fit_for_every_valid_cluster_name():
+    account_id = re.compile(r"^[a-z](?:[-a-z0-9]{4,28}[a-z0-9])$")
+    nodes = resources("google_service_account", "01-cluster")["nodes"]["account_id"]
+    for cluster in ("a", "torch-predictor", "x" * 24 + "-" + "y" * 15):
+        ids = terraform_eval(
+            "01-cluster",
+            {"nodes": f'"{nodes}"'},
+            stage_variables("01-cluster", cluster_name=cluster),
+        )
+        assert account_id.match(ids["nodes"]), (cluster, ids["nodes"])
+    for name in github_locals()["github_accounts"]:
+        assert account_id.match(f"github-{name}"), name
+    assert account_id.match(resources("google_service_account")["predictor"]["account_id"])
+
+
+def test_binary_authorization_requires_the_workflows_attestation():
+    policy = resources("google_binary_authorization_policy", "01-cluster")["policy"]
+    rule = policy["default_admission_rule"][0]
+    assert rule["evaluation_mode"] == "REQUIRE_ATTESTATION"
+    assert rule["require_attestations_by"] == [
+        "${google_binary_authorization_attestor.built_by_ci.name}"
+    ]
+    assert rule["enforcement_mode"] == "${var.binary_authorization_enforcement}"
+    assert (
+        variable_defaults("01-cluster")["binary_authorization_enforcement"]
+        == "ENFORCED_BLOCK_AND_AUDIT_LOG"
+    )
+    assert policy["global_policy_evaluation_mode"] == "ENABLE"
+    cluster = resources("google_container_cluster")["primary"]
+    assert (
+        cluster["binary_authorization"][0]["evaluation_mode"] == "PROJECT_SINGLETON_POLICY_ENFORCE"
+    )
+    assert "${google_binary_authorization_policy.policy}" in cluster["depends_on"]
+    apis = resources("google_project_service", "01-cluster")["apis"]["for_each"]
+    for api in ("binaryauthorization", "containeranalysis", "cloudkms"):
+        assert f"{api}.googleapis.com" in apis
+    key = resources("google_kms_crypto_key", "01-cluster")["attestor"]
+    assert key["purpose"] == "ASYMMETRIC_SIGN"
+    attestor = resources("google_binary_authorization_attestor")["built_by_ci"]
+    note = attestor["attestation_authority_note"][0]
+    assert note["note_reference"] == "${google_container_analysis_note.built_by_ci.name}"
+    # The allow-list admits the platform's registries only, never the predictor's own.
+    patterns = variable_defaults("01-cluster")["platform_image_patterns"]
+    assert patterns and not any(
+        "pkg.dev" in p or p.endswith("/**") and p.count("/") < 2 for p in patterns
+    )
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform binary on PATH")

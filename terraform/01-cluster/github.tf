@@ -1,5 +1,79 @@
-# Workload Identity Federation for GitHub Actions: workflows exchange their OIDC token for
-# short-lived credentials of the service accounts below. No service-account keys exist.
+# Workload Identity Federation for GitHub Actions: each job that touches the cloud exchanges
+# its OIDC token for short-lived credentials of exactly one service account below, chosen by
+# the job's OIDC subject. No service-account keys exist. docs/infrastructure.md explains why
+# each account may do what it may.
+
+locals {
+  github_owner = split("/", var.github_repository)[0]
+  github_name  = split("/", var.github_repository)[1]
+
+  # GitHub's OIDC subject starts with the repository: "repo:owner/name" (legacy) or, for
+  # repositories created since 2026-07-15 or opted in, "repo:owner@OWNER_ID/name@REPO_ID".
+  github_subject_prefix = (var.github_subject_format == "immutable"
+    ? "repo:${local.github_owner}@${var.github_repository_owner_id}/${local.github_name}@${var.github_repository_id}"
+    : "repo:${var.github_repository}"
+  )
+
+  # One account per job (see .github/workflows): who it serves, and the only OIDC subject
+  # that may impersonate it. Environments are trusted on main only (attribute_condition).
+  github_accounts = {
+    "terraform-plan" = {
+      purpose = "terraform plan of pull requests (read-only)"
+      subject = "${local.github_subject_prefix}:pull_request"
+    }
+    "terraform" = {
+      purpose = "terraform apply in the terraform environment"
+      subject = "${local.github_subject_prefix}:environment:terraform"
+    }
+    "publisher" = {
+      purpose = "build, scan, sign and push the image from main"
+      subject = "${local.github_subject_prefix}:ref:refs/heads/main"
+    }
+    "canary" = {
+      purpose = "canary, smoke test and rollback in the canary environment"
+      subject = "${local.github_subject_prefix}:environment:canary"
+    }
+    "promoter" = {
+      purpose = "promotion in the production environment"
+      subject = "${local.github_subject_prefix}:environment:production"
+    }
+  }
+
+  # Project-level roles of each account; resource-level grants are the resources below.
+  github_project_roles = {
+    "terraform-plan" = [
+      "roles/iam.securityReviewer", # IAM policies of the project, accounts and buckets
+      "roles/viewer",               # every other resource the configuration manages
+    ]
+    "terraform" = [
+      "roles/artifactregistry.admin",
+      "roles/binaryauthorization.attestorsAdmin",
+      "roles/binaryauthorization.policyEditor",
+      "roles/cloudkms.admin",
+      "roles/compute.networkAdmin",
+      "roles/container.admin",
+      "roles/containeranalysis.notes.editor",
+      "roles/dns.admin",
+      "roles/iam.serviceAccountAdmin",
+      "roles/iam.workloadIdentityPoolAdmin",
+      "roles/resourcemanager.projectIamAdmin",
+      "roles/serviceusage.serviceUsageAdmin",
+      "roles/storage.admin",
+    ]
+    # Attestation occurrences have no resource-level IAM.
+    "publisher" = ["roles/containeranalysis.occurrences.editor"]
+    # Credentials for the cluster only; what they may do inside it is Kubernetes RBAC,
+    # namespaced, in terraform/03-kserve/deployer_rbac.tf.
+    "canary"   = ["roles/container.clusterViewer"]
+    "promoter" = ["roles/container.clusterViewer"]
+  }
+
+  github_project_grants = merge([
+    for account, roles in local.github_project_roles : {
+      for role in roles : "${account} ${role}" => { account = account, role = role }
+    }
+  ]...)
+}
 
 resource "google_iam_workload_identity_pool" "github" {
   project                   = var.project_id
@@ -10,26 +84,33 @@ resource "google_iam_workload_identity_pool" "github" {
 }
 
 resource "google_iam_workload_identity_pool_provider" "github" {
-  # checkov:skip=CKV_GCP_125: The condition below pins assertion.repository and assertion.sub (main, pull_request, environments) to var.github_repository, which checkov cannot resolve; tests/test_terraform.py asserts it.
+  # checkov:skip=CKV_GCP_125: The condition pins assertion.repository_id and repository_owner_id to variables, which checkov cannot resolve; tests/test_terraform.py asserts it.
   project                            = var.project_id
   workload_identity_pool_id          = google_iam_workload_identity_pool.github.workload_identity_pool_id
   workload_identity_pool_provider_id = "github-oidc"
   display_name                       = "GitHub OIDC"
 
   attribute_mapping = {
-    "google.subject"       = "assertion.sub"
-    "attribute.repository" = "assertion.repository"
-    "attribute.ref"        = "assertion.ref"
-    "attribute.actor"      = "assertion.actor"
+    "google.subject"                = "assertion.sub"
+    "attribute.repository"          = "assertion.repository"
+    "attribute.repository_id"       = "assertion.repository_id"
+    "attribute.repository_owner_id" = "assertion.repository_owner_id"
+    "attribute.ref"                 = "assertion.ref"
+    "attribute.actor"               = "assertion.actor"
   }
 
-  # Tokens of any other repository, and of any branch other than main outside an
-  # environment or a pull request, are rejected before any IAM binding is consulted.
+  # Only this repository, by its numeric ids (names can be re-registered by others). Pull
+  # requests get the read-only plan account; everything else, environments included, only
+  # when it runs from main, so a branch or pull request asking for an environment gets nothing.
   attribute_condition = <<-EOT
-    assertion.repository == '${var.github_repository}' && (
-      assertion.sub == 'repo:${var.github_repository}:ref:refs/heads/main' ||
-      assertion.sub == 'repo:${var.github_repository}:pull_request' ||
-      assertion.sub.startsWith('repo:${var.github_repository}:environment:')
+    assertion.repository_id == '${var.github_repository_id}' &&
+    assertion.repository_owner_id == '${var.github_repository_owner_id}' && (
+      assertion.sub == '${local.github_subject_prefix}:pull_request' || (
+        assertion.ref == 'refs/heads/main' && (
+          assertion.sub == '${local.github_subject_prefix}:ref:refs/heads/main' ||
+          assertion.sub.startsWith('${local.github_subject_prefix}:environment:')
+        )
+      )
     )
   EOT
 
@@ -38,81 +119,97 @@ resource "google_iam_workload_identity_pool_provider" "github" {
   }
 }
 
-locals {
-  # OIDC subjects of the jobs that authenticate (see .github/workflows).
-  github_subjects = {
-    main         = "repo:${var.github_repository}:ref:refs/heads/main"
-    pull_request = "repo:${var.github_repository}:pull_request"
-    production   = "repo:${var.github_repository}:environment:production"
-    terraform    = "repo:${var.github_repository}:environment:terraform"
-  }
+resource "google_service_account" "github" {
+  for_each = local.github_accounts
 
-  # What Terraform itself manages in this project (used by the terraform workflow).
-  terraform_roles = [
-    "roles/artifactregistry.admin",
-    "roles/compute.networkAdmin",
-    "roles/container.admin",
-    "roles/iam.serviceAccountAdmin",
-    "roles/iam.workloadIdentityPoolAdmin",
-    "roles/resourcemanager.projectIamAdmin",
-    "roles/serviceusage.serviceUsageAdmin",
-    "roles/storage.admin",
-  ]
-}
-
-# --- deployer: pushes images and rolls out the InferenceService.
-resource "google_service_account" "deployer" {
-  account_id   = "github-deployer"
+  account_id   = "github-${each.key}"
   project      = var.project_id
-  display_name = "GitHub Actions deployer"
+  display_name = "GitHub Actions: ${each.value.purpose}"
 }
 
-# Delivery jobs on main (build, canary, rollback) and the production-gated promotion.
-resource "google_service_account_iam_member" "deployer_wif" {
-  for_each = toset([local.github_subjects.main, local.github_subjects.production])
+# The apply account keeps its identity across the split into one account per job.
+moved {
+  from = google_service_account.terraform
+  to   = google_service_account.github["terraform"]
+}
 
-  service_account_id = google_service_account.deployer.name
+resource "google_service_account_iam_member" "github_wif" {
+  for_each = local.github_accounts
+
+  service_account_id = google_service_account.github[each.key].name
   role               = "roles/iam.workloadIdentityUser"
-  member             = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/subject/${each.value}"
+  member             = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/subject/${each.value.subject}"
 }
 
-resource "google_artifact_registry_repository_iam_member" "deployer_push" {
+resource "google_project_iam_member" "github" {
+  # checkov:skip=CKV_GCP_49: The terraform account creates the node, predictor and GitHub service accounts and their bindings, which needs serviceAccountAdmin; only the reviewed terraform environment on main can use it.
+  for_each = local.github_project_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = google_service_account.github[each.value.account].member
+}
+
+# The apply account's roles move with it, so that no apply revokes them half-way.
+moved {
+  from = google_project_iam_member.terraform["roles/artifactregistry.admin"]
+  to   = google_project_iam_member.github["terraform roles/artifactregistry.admin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/compute.networkAdmin"]
+  to   = google_project_iam_member.github["terraform roles/compute.networkAdmin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/container.admin"]
+  to   = google_project_iam_member.github["terraform roles/container.admin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/iam.serviceAccountAdmin"]
+  to   = google_project_iam_member.github["terraform roles/iam.serviceAccountAdmin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/iam.workloadIdentityPoolAdmin"]
+  to   = google_project_iam_member.github["terraform roles/iam.workloadIdentityPoolAdmin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/resourcemanager.projectIamAdmin"]
+  to   = google_project_iam_member.github["terraform roles/resourcemanager.projectIamAdmin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/serviceusage.serviceUsageAdmin"]
+  to   = google_project_iam_member.github["terraform roles/serviceusage.serviceUsageAdmin"]
+}
+
+moved {
+  from = google_project_iam_member.terraform["roles/storage.admin"]
+  to   = google_project_iam_member.github["terraform roles/storage.admin"]
+}
+
+# --- terraform-plan: reads the state without taking the lock (plans run with -lock=false).
+resource "google_storage_bucket_iam_member" "terraform_plan_reads_state" {
+  bucket = var.terraform_state_bucket
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.github["terraform-plan"].member
+}
+
+# --- terraform: node pools run as the node account, which needs actAs on it.
+resource "google_service_account_iam_member" "terraform_uses_node_account" {
+  service_account_id = google_service_account.nodes.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.github["terraform"].member
+}
+
+# --- publisher: pushes images and creates the Binary Authorization attestation.
+resource "google_artifact_registry_repository_iam_member" "publisher_pushes" {
   project    = var.project_id
   location   = google_artifact_registry_repository.images.location
   repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.writer"
-  member     = google_service_account.deployer.member
-}
-
-# Kubernetes API access for helm/kubectl (namespaced objects, including InferenceServices).
-resource "google_project_iam_member" "deployer_gke" {
-  project = var.project_id
-  role    = "roles/container.developer"
-  member  = google_service_account.deployer.member
-}
-
-# --- terraform: plans and applies this configuration from the terraform workflow.
-resource "google_service_account" "terraform" {
-  account_id   = "github-terraform"
-  project      = var.project_id
-  display_name = "GitHub Actions terraform"
-}
-
-# Plans on pull requests of this repository (forks get no OIDC token) and applies in the
-# "terraform" environment, which requires a reviewer.
-resource "google_service_account_iam_member" "terraform_wif" {
-  for_each = toset([local.github_subjects.pull_request, local.github_subjects.terraform])
-
-  service_account_id = google_service_account.terraform.name
-  role               = "roles/iam.workloadIdentityUser"
-  member             = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/subject/${each.value}"
-}
-
-resource "google_project_iam_member" "terraform" {
-  # checkov:skip=CKV_GCP_49: Terraform creates the node, predictor and deployer service accounts and their Workload Identity bindings, which needs serviceAccountAdmin.
-  for_each = toset(local.terraform_roles)
-
-  project = var.project_id
-  role    = each.value
-  member  = google_service_account.terraform.member
+  member     = google_service_account.github["publisher"].member
 }

@@ -19,8 +19,12 @@ locals {
 resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com",
+    "binaryauthorization.googleapis.com",
+    "cloudkms.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
+    "containeranalysis.googleapis.com",
+    "dns.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "sts.googleapis.com",
@@ -111,7 +115,8 @@ resource "google_compute_router_nat" "nat" {
 # ---------------------------------------------------------------- cluster
 
 resource "google_service_account" "nodes" {
-  account_id   = "${var.cluster_name}-nodes"
+  # Account ids have at most 30 characters; cluster names up to 40.
+  account_id   = "${substr(var.cluster_name, 0, 24)}-nodes"
   project      = var.project_id
   display_name = "GKE nodes of ${var.cluster_name}"
 }
@@ -200,6 +205,8 @@ resource "google_container_cluster" "primary" {
     }
   }
 
+  # The project's policy (binary_authorization.tf): the predictor's images need the
+  # attestation the delivery workflow creates after the scan.
   binary_authorization {
     evaluation_mode = "PROJECT_SINGLETON_POLICY_ENFORCE"
   }
@@ -233,7 +240,7 @@ resource "google_container_cluster" "primary" {
     ignore_changes = [node_config]
   }
 
-  depends_on = [google_project_iam_member.nodes]
+  depends_on = [google_project_iam_member.nodes, google_binary_authorization_policy.policy]
 }
 
 resource "google_container_node_pool" "cpu" {

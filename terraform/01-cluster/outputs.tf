@@ -33,12 +33,17 @@ output "workload_identity_provider" {
   value       = google_iam_workload_identity_pool_provider.github.name
 }
 
-output "deployer_service_account" {
-  description = "Service account of the delivery workflow (GitHub variable DEPLOYER_SA)."
-  value       = google_service_account.deployer.email
+output "github_service_accounts" {
+  description = "Service account of each GitHub job (GitHub variables TERRAFORM_PLAN_SA, TERRAFORM_SA, PUBLISHER_SA, CANARY_SA, PROMOTER_SA)."
+  value       = { for name, account in google_service_account.github : name => account.email }
 }
 
-output "terraform_service_account" {
-  description = "Service account of the terraform workflow (GitHub variable TERRAFORM_SA)."
-  value       = google_service_account.terraform.email
+output "binauthz_attestor" {
+  description = "Attestor of the images the deliver workflow attests (GitHub variable BINAUTHZ_ATTESTOR)."
+  value       = google_binary_authorization_attestor.built_by_ci.id
+}
+
+output "binauthz_key_version" {
+  description = "KMS key version that signs the attestations (GitHub variable BINAUTHZ_KEY_VERSION)."
+  value       = data.google_kms_crypto_key_version.attestor.id
 }

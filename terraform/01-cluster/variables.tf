@@ -143,11 +143,81 @@ variable "gpu_pool" {
 
 variable "github_repository" {
   type        = string
-  description = "The GitHub repository (owner/name) whose workflows may impersonate the deployer."
+  description = "The GitHub repository (owner/name) whose workflows may impersonate the GitHub service accounts."
 
   validation {
     condition     = can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
     error_message = "github_repository must look like owner/name."
+  }
+}
+
+variable "github_repository_id" {
+  type        = string
+  description = "Numeric id of the GitHub repository (`gh api repos/OWNER/NAME --jq .id`); the WIF provider trusts tokens of this id only."
+
+  validation {
+    condition     = can(regex("^[0-9]+$", var.github_repository_id))
+    error_message = "github_repository_id must be the repository's numeric id."
+  }
+}
+
+variable "github_repository_owner_id" {
+  type        = string
+  description = "Numeric id of the repository's owner (`gh api repos/OWNER/NAME --jq .owner.id`)."
+
+  validation {
+    condition     = can(regex("^[0-9]+$", var.github_repository_owner_id))
+    error_message = "github_repository_owner_id must be the owner's numeric id."
+  }
+}
+
+variable "github_subject_format" {
+  type        = string
+  description = "Form of the repository's OIDC subject claim: immutable (repo:owner@id/name@id:..., the default for repositories created since 2026-07-15) or legacy (repo:owner/name:...). `gh api repos/OWNER/NAME/actions/oidc/customization/sub` tells."
+  default     = "immutable"
+
+  validation {
+    condition     = contains(["immutable", "legacy"], var.github_subject_format)
+    error_message = "github_subject_format must be immutable or legacy."
+  }
+}
+
+variable "terraform_state_bucket" {
+  type        = string
+  description = "Name of the bucket holding the Terraform state (created by hand, see docs/infrastructure.md); the plan account may read it."
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", var.terraform_state_bucket))
+    error_message = "terraform_state_bucket must be a GCS bucket name."
+  }
+}
+
+variable "binary_authorization_enforcement" {
+  type        = string
+  description = "What the Binary Authorization policy does with an image that lacks the attestation: ENFORCED_BLOCK_AND_AUDIT_LOG, or DRYRUN_AUDIT_LOG_ONLY to find missing allow-list patterns first."
+  default     = "ENFORCED_BLOCK_AND_AUDIT_LOG"
+
+  validation {
+    condition     = contains(["ENFORCED_BLOCK_AND_AUDIT_LOG", "DRYRUN_AUDIT_LOG_ONLY"], var.binary_authorization_enforcement)
+    error_message = "binary_authorization_enforcement must be ENFORCED_BLOCK_AND_AUDIT_LOG or DRYRUN_AUDIT_LOG_ONLY."
+  }
+}
+
+variable "platform_image_patterns" {
+  type        = list(string)
+  description = "Images admitted without the attestation: the serving platform that stages 02 and 03 install (cert-manager, Istio, Knative, KServe) and the chart's test image. Google's own GKE images are admitted by the policy's global evaluation mode."
+  default = [
+    "quay.io/jetstack/**",
+    "docker.io/istio/**",
+    "gcr.io/knative-releases/**",
+    "docker.io/kserve/**",
+    "quay.io/brancz/kube-rbac-proxy*",
+    "docker.io/curlimages/curl*",
+  ]
+
+  validation {
+    condition     = alltrue([for p in var.platform_image_patterns : can(regex("^[a-z0-9.-]+\\.[a-z]+/[^*]+\\*{0,2}$", p))])
+    error_message = "Each pattern must name a registry host and a path, with at most a trailing * or **."
   }
 }
 
