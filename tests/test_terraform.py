@@ -228,6 +228,11 @@ GITHUB_RESOURCE_GRANTS = {
         "roles/cloudkms.publicKeyViewer",
         "${google_kms_crypto_key.attestor.id}",
     ),
+    "google_kms_crypto_key_iam_member.terraform_plan_reads_public_key": (
+        "terraform-plan",
+        "roles/cloudkms.publicKeyViewer",
+        "${google_kms_crypto_key.attestor.id}",
+    ),
     "google_artifact_registry_repository_iam_member.publisher_pushes": (
         "publisher",
         "roles/artifactregistry.writer",

@@ -123,7 +123,13 @@ def test_least_permissions(path):
         permissions = job.get("permissions", {})
         assert set(permissions.values()) <= {"read", "write", "none"}, name
         writes = {scope for scope, level in permissions.items() if level == "write"}
-        assert writes <= {"id-token"}, f"{path.name}/{name} writes {writes}"
+        # Only the image build attests (provenance and SBOM go to GitHub's attestation store).
+        allowed = (
+            {"id-token", "attestations"}
+            if (path.name, name) == ("deliver.yml", "build")
+            else {"id-token"}
+        )
+        assert writes <= allowed, f"{path.name}/{name} writes {writes}"
 
 
 def test_no_json_keys_in_workflows():
@@ -174,11 +180,7 @@ def test_delivery_pipeline_shape():
     assert jobs["promote"]["environment"] == "production"
     assert "CANARY_PERCENT" in jobs["canary"]["env"]
     assert "vars.CANARY_PERCENT" in jobs["canary"]["env"]["CANARY_PERCENT"]
-    build = " ".join(step.get("run", "") for step in jobs["build"]["steps"])
-    assert "$IMAGE_REPOSITORY:$GITHUB_SHA" in " ".join(
-        step.get("run", "") for step in jobs["build"]["steps"]
-    )
-    assert "docker push" in build
+    assert jobs["build"]["env"]["IMAGE"] == "${{ vars.IMAGE_REPOSITORY }}:${{ github.sha }}"
     canary_steps = jobs["canary"]["steps"]
     smoke = next(s for s in canary_steps if "smoke_test.py" in s.get("run", ""))
     assert "latest-" in smoke["run"]
@@ -245,3 +247,99 @@ def test_no_artifact_carries_a_terraform_plan_file(path):
         assert paths, step
         for uploaded in paths:
             assert uploaded.endswith(".txt") or "tfplan" not in uploaded, uploaded
+
+
+def step_index(steps: list[dict], needle: str) -> int:
+    """Index of the one step whose `uses` or `run` contains needle."""
+    found = [i for i, s in enumerate(steps) if needle in s.get("uses", "") + s.get("run", "")]
+    assert len(found) == 1, (needle, found)
+    return found[0]
+
+
+def test_the_image_is_scanned_before_push_then_attested_signed_and_deployed_by_digest():
+    jobs = load(GITHUB / "workflows" / "deliver.yml")["jobs"]
+    steps = jobs["build"]["steps"]
+    build, push = step_index(steps, "docker build"), step_index(steps, "docker push")
+    scans = [i for i, s in enumerate(steps) if "trivy-action" in s.get("uses", "")]
+    gate = next(i for i in scans if steps[i]["with"].get("exit-code") == "1")
+    assert steps[gate]["with"]["severity"] == "CRITICAL"
+    assert steps[gate]["with"]["ignore-unfixed"] is True
+    sbom = next(i for i in scans if steps[i]["with"].get("format") == "spdx-json")
+    assert build < gate < push, "nothing is pushed before the scan passes"
+    # The pushed digest is recorded, and everything after signs or attests that digest.
+    assert steps[push]["id"] == "push" and "digest=" in steps[push]["run"]
+    digest = "${{ steps.push.outputs.digest }}"
+    provenance = steps[step_index(steps, "actions/attest-build-provenance@")]
+    assert provenance["with"]["subject-digest"] == digest
+    assert provenance["with"]["push-to-registry"] is True
+    sbom_attestation = steps[step_index(steps, "actions/attest-sbom@")]
+    assert sbom_attestation["with"]["sbom-path"] == steps[sbom]["with"]["output"]
+    assert sbom_attestation["with"]["subject-digest"] == digest
+    sign = step_index(steps, "cosign sign")
+    assert '--yes "$IMAGE_REPOSITORY@$DIGEST"' in steps[sign]["run"]
+    assert steps[sign]["env"]["DIGEST"] == digest
+    assert step_index(steps, "sigstore/cosign-installer@") < sign
+    attest = step_index(steps, "binauthz attestations sign-and-create")
+    assert '--artifact-url="$IMAGE_REPOSITORY@$DIGEST"' in steps[attest]["run"]
+    assert push < min(sign, attest, step_index(steps, "actions/attest-build-provenance@"))
+    assert jobs["build"]["outputs"]["image"] == "${{ steps.push.outputs.image }}"
+    # The canary deploys repository:sha@sha256:..., never a bare tag.
+    canary = jobs["canary"]
+    assert canary["env"]["IMAGE"] == "${{ needs.build.outputs.image }}"
+    assert canary["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+    scripts = " ".join(s.get("run", "") for s in canary["steps"])
+    assert '--set "image.digest=$DIGEST"' in scripts
+    assert '--image "$IMAGE"' in scripts
+
+
+def test_each_job_authenticates_as_its_own_account_in_its_own_environment():
+    expected = {
+        ("deliver.yml", "build"): ("vars.PUBLISHER_SA", None),
+        ("deliver.yml", "canary"): ("vars.CANARY_SA", "canary"),
+        ("deliver.yml", "promote"): ("vars.PROMOTER_SA", "production"),
+        ("rollback.yml", "rollback"): ("vars.CANARY_SA", "canary"),
+        ("terraform.yml", "plan"): ("vars.TERRAFORM_PLAN_SA", None),
+        ("terraform.yml", "apply"): ("vars.TERRAFORM_SA", "terraform"),
+    }
+    found = {}
+    for path in WORKFLOWS:
+        for name, job in load(path)["jobs"].items():
+            for step in job.get("steps", []):
+                inputs = step.get("with", {})
+                account = inputs.get("service_account") or inputs.get("service-account")
+                if account:
+                    found[(path.name, name)] = (account.strip("${} "), job.get("environment"))
+    assert found == expected
+    # Jobs that run without an environment never run on a branch other than main or a PR.
+    plan = load(GITHUB / "workflows" / "terraform.yml")["jobs"]["plan"]
+    assert plan["if"] == "github.event_name == 'pull_request'"
+
+
+def test_pull_request_plans_cannot_lock_or_write_the_state():
+    plan = load(GITHUB / "workflows" / "terraform.yml")["jobs"]["plan"]
+    script = " ".join(s.get("run", "") for s in plan["steps"])
+    assert "plan -lock=false" in script
+    assert "apply" not in script
+
+
+UNTRUSTED_CONTEXTS = re.compile(
+    r"\$\{\{\s*github\.(event\.(issue|pull_request|comment|review|review_comment|pages|commits|head_commit)"
+    r"[^}]*(title|body|message|name|email|label|ref|default_branch|page_name)|head_ref)"
+)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS + ACTIONS, ids=lambda p: p.parent.name + "/" + p.name)
+def test_no_dangerous_workflow_patterns(path):
+    """Scorecard's Dangerous-Workflow and Token-Permissions checks, offline."""
+    doc = load(path)
+    triggers = doc.get("on", {}) if path.name != "action.yml" else {}
+    assert "pull_request_target" not in triggers and "workflow_run" not in triggers
+    for step in steps_of(path):
+        script = step.get("run", "")
+        # Attacker-controlled text interpolated into a shell script is code injection.
+        assert not UNTRUSTED_CONTEXTS.search(script), f"{path.name}: {script[:80]}"
+        assert not re.search(r"(curl|wget)[^|\n]*\|\s*(sudo\s+)?(ba)?sh", script), script[:80]
+        if "actions/checkout@" in step.get("uses", ""):
+            assert step.get("with", {}).get("persist-credentials") is False, path.name
+    text = path.read_text()
+    assert "write-all" not in text and "secrets.GITHUB_TOKEN" not in text

@@ -109,3 +109,10 @@ resource "google_binary_authorization_attestor_iam_member" "publisher_reads_atte
   role     = "roles/binaryauthorization.attestorsViewer"
   member   = google_service_account.github["publisher"].member
 }
+
+# The plan reads the attestor's public key too (data source above).
+resource "google_kms_crypto_key_iam_member" "terraform_plan_reads_public_key" {
+  crypto_key_id = google_kms_crypto_key.attestor.id
+  role          = "roles/cloudkms.publicKeyViewer"
+  member        = google_service_account.github["terraform-plan"].member
+}
