@@ -1,28 +1,33 @@
 # syntax=docker/dockerfile:1
-# PyTorch KServe predictor.
+# PyTorch KServe predictor (linux/amd64).
 #   CPU (default): docker build -t torch-predictor .
-#   CUDA:          docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-#                    -t torch-predictor:cuda .
-# The CUDA wheels bring their own CUDA runtime; the GPU node only provides the driver.
+#   CUDA:          docker build --build-arg TORCH_VARIANT=cuda -t torch-predictor:cuda .
+# Every Python package comes from a hash-pinned lock compiled from requirements.txt by
+# `make lock`: requirements-cpu.lock (torch +cpu from PyTorch's CPU index) or
+# requirements-cuda.lock (PyPI's torch, a CUDA 13 build). The CUDA wheels bring their own CUDA
+# runtime; the GPU node only provides the driver (CUDA 13 needs driver 580 or newer).
+# The base image is pinned by digest (the multi-arch index); Dependabot moves the digest.
 # ---------------------------------------------------------------- build: a venv with the deps
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS build
 
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VARIANT=cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 
 RUN python -m venv /opt/venv
 
 # Dependencies first, so that source changes reuse this layer.
-COPY requirements.txt /tmp/requirements.txt
-# torch comes from PyTorch's index for the chosen variant, pinned as in requirements.txt;
-# the rest of requirements.txt then finds it already satisfied.
-RUN grep -E '^torch==' /tmp/requirements.txt > /tmp/torch.txt \
-    && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" -r /tmp/torch.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt
+COPY requirements-cpu.lock requirements-cuda.lock /tmp/
+# The lock lists every package with its hashes: pip resolves nothing and verifies each file.
+RUN case "${TORCH_VARIANT}" in \
+      cpu|cuda) ;; \
+      *) echo "TORCH_VARIANT must be cpu or cuda, got '${TORCH_VARIANT}'" >&2; exit 1 ;; \
+    esac \
+    && pip install --no-cache-dir --require-hashes --no-deps -r "/tmp/requirements-${TORCH_VARIANT}.lock" \
+    && pip check
 
 # ---------------------------------------------------------------- runtime
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS runtime
 
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \

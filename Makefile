@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: serve test lint bench soak clean shellcheck
+.PHONY: serve test lint bench soak clean shellcheck lock
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ bench: $(VENV)/.dev
 
 soak: $(VENV)/.dev
 	$(PY) -m benchmarks.soak $(ARGS)
+
+# Regenerates the hash-pinned requirements-{cpu,cuda,rollout}.lock from requirements.txt and
+# requirements-rollout.txt (scripts/lock.sh; needs PyPI and PyTorch's CPU index). Pins are kept
+# unless LOCK_ARGS says otherwise, e.g. LOCK_ARGS=--upgrade or LOCK_ARGS="--upgrade-package numpy";
+# LOCK_ARGS=--check only verifies. TORCH_CPU_FIND_LINKS=DIR takes the +cpu torch wheel from DIR.
+TORCH_CPU_FIND_LINKS ?= https://download.pytorch.org/whl/cpu/torch/
+lock: $(VENV)/.dev
+	UV=$(VENV)/bin/uv TORCH_CPU_FIND_LINKS="$(TORCH_CPU_FIND_LINKS)" scripts/lock.sh $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV)
