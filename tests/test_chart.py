@@ -199,7 +199,7 @@ def test_helm_test_hook_predicts_through_the_predictor_service():
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["spec"]["automountServiceAccountToken"] is False
-    policy = one(docs, "NetworkPolicy")
+    policy = one(docs, "NetworkPolicy", "test")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
@@ -215,6 +215,9 @@ def test_notes_tell_how_to_reach_the_model():
     assert f"kubectl get inferenceservice {FULLNAME} -n {NAMESPACE}" in notes
     assert "jsonpath='{.status.url}'" in notes
     assert 'curl -H "Host: ${SERVICE_HOSTNAME}"' in notes
+    # HTTPS through the gateway: the CA to trust, and SNI and Host for the service's name.
+    assert '--cacert ca.crt --resolve "${SERVICE_HOSTNAME}:443:${INGRESS_HOST}"' in notes
+    assert '"https://${SERVICE_HOSTNAME}/v1/models/model:predict"' in notes
     assert "/v1/models/model:predict" in notes
     assert "/v2/models/model/infer" in notes
     assert f"helm test {RELEASE}" in notes
@@ -222,7 +225,9 @@ def test_notes_tell_how_to_reach_the_model():
     canary_notes = render_named("canary")["torch-predictor/templates/NOTES.txt"]
     assert "latest revision gets 10%" in canary_notes
     assert "canary.enabled=false" in canary_notes and "canary.trafficPercent=0" in canary_notes
-    assert "grpcurl" in render_named("grpc")["torch-predictor/templates/NOTES.txt"]
+    grpc_notes = render_named("grpc")["torch-predictor/templates/NOTES.txt"]
+    assert 'grpcurl -cacert ca.crt -authority "${SERVICE_HOSTNAME}"' in grpc_notes
+    assert '"${INGRESS_HOST}:443"' in grpc_notes
 
 
 BAD_VALUES = [

@@ -34,7 +34,12 @@ def container_of(isvc: dict) -> dict:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_objects_pass_the_schemas(overlay):
     docs = kustomize(overlay)
-    assert sorted(d["kind"] for d in docs) == ["InferenceService", "Namespace", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == [
+        "InferenceService",
+        "Namespace",
+        "NetworkPolicy",
+        "ServiceAccount",
+    ]
     for doc in docs:
         if doc["kind"] == "InferenceService":
             assert validate_isvc(doc) == []

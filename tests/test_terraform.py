@@ -471,8 +471,10 @@ def test_deployer_roles_are_namespaced_and_cover_exactly_what_the_jobs_do():
     apply = {"get", "list", "create", "update", "patch"}
     for kind in kinds:
         assert apply <= canary[CHART_KINDS_RESOURCES[kind]], kind
-    # Helm's release records (Secrets): it prunes old revisions.
+    # Helm prunes its old release records (Secrets) and what the chart no longer renders.
     assert canary[("", "secrets")] == apply | {"delete"}
+    assert canary[("", "serviceaccounts")] == apply | {"delete"}
+    assert canary[("networking.k8s.io", "networkpolicies")] == apply | {"delete"}
     assert set(canary) == set(CHART_KINDS_RESOURCES.values()) | {("", "secrets")}
     # kubectl wait and predictor.rollout watch; nothing deletes an InferenceService.
     assert canary[("serving.kserve.io", "inferenceservices")] == apply | {"watch"}

@@ -13,9 +13,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 DEFAULT_REQUESTS = [
     {"protocol": "v1", "body": {"instances": [1.0, 2.0, 3.0]}},
@@ -41,17 +43,55 @@ class Thresholds:
 
 @dataclass
 class Target:
-    """Where to send a revision's requests: its tag URL, or an ingress with the tag's Host."""
+    """Where to send a revision's requests: its tag URL, or an ingress address with the tag's
+    host name (the Host header, and over HTTPS also the TLS server name and the name the
+    certificate must carry), verified with `ca_cert` when given."""
 
     name: str
     base_url: str
     host: str | None = None
+    ca_cert: str | None = None
 
     @classmethod
-    def for_tag(cls, name: str, tag_url: str, ingress: str | None) -> Target:
+    def for_tag(
+        cls, name: str, tag_url: str, ingress: str | None, ca_cert: str | None = None
+    ) -> Target:
         if ingress is None:
-            return cls(name, tag_url.rstrip("/"))
-        return cls(name, ingress.rstrip("/"), host=urlsplit(tag_url).netloc)
+            return cls(name, tag_url.rstrip("/"), ca_cert=ca_cert)
+        return cls(name, ingress.rstrip("/"), host=urlsplit(tag_url).netloc, ca_cert=ca_cert)
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        if self.host:
+            session.headers["Host"] = self.host
+        host_name = urlsplit(f"//{self.host}").hostname if self.host else None
+        session.mount("https://", _TargetAdapter(host_name, self.ca_cert))
+        return session
+
+
+class _TargetAdapter(HTTPAdapter):
+    """HTTPS to an address (the ingress) on behalf of a host name: the gateway picks the
+    route's certificate by the TLS server name (SNI), and the certificate is checked for the
+    host name, not the address, against `ca_cert` when given (which REQUESTS_CA_BUNDLE
+    would otherwise replace)."""
+
+    def __init__(self, host_name: str | None, ca_cert: str | None) -> None:
+        self.host_name = host_name
+        self.ca_cert = ca_cert
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        if self.host_name:
+            kwargs["server_hostname"] = self.host_name
+            kwargs["assert_hostname"] = self.host_name
+        super().init_poolmanager(*args, **kwargs)
+
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
+        if self.ca_cert:
+            kwargs["verify"] = self.ca_cert
+        return super().send(request, **kwargs)
 
 
 @dataclass
@@ -125,11 +165,10 @@ def same(a: object, b: object, tolerance: float) -> bool:
 def send(
     session: requests.Session, target: Target, model: str, request: dict, timeout: float
 ) -> Answer:
-    headers = {"Host": target.host} if target.host else {}
     url = target.base_url + _path(request["protocol"], model)
     start = time.perf_counter()
     try:
-        response = session.post(url, json=request["body"], headers=headers, timeout=timeout)
+        response = session.post(url, json=request["body"], timeout=timeout)
         seconds = time.perf_counter() - start
         if response.status_code != 200:
             return Answer(
@@ -162,13 +201,14 @@ def analyse(
     latencies: dict[str, list[float]] = {"prev": [], "latest": []}
     mismatches = both_answered = sent = 0
     examples: list[str] = []
-    with requests.Session() as session:
+    sessions = {target.name: target.session() for target in (prev, latest)}
+    try:
         for _ in range(rounds):
             for request in request_set:
                 sent += 1
                 answers = {}
                 for target in (prev, latest):
-                    answer = send(session, target, model, request, timeout)
+                    answer = send(sessions[target.name], target, model, request, timeout)
                     answers[target.name] = answer
                     latencies[target.name].append(answer.seconds)
                     if not answer.ok:
@@ -186,6 +226,9 @@ def analyse(
                             f"{json.dumps(answers['prev'].value)[:120]} latest "
                             f"{json.dumps(answers['latest'].value)[:120]}",
                         )
+    finally:
+        for session in sessions.values():
+            session.close()
     p95_ms = {name: p95(values) for name, values in latencies.items()}
     reasons = []
     error_rate = (errors["latest"] - errors["prev"]) / max(sent, 1)
@@ -218,9 +261,9 @@ def _example(examples: list[str], text: str) -> None:
 
 def discover_model_name(target: Target, timeout: float = 10.0) -> str | None:
     """The one model a revision serves, from `GET /v1/models` (None if not exactly one)."""
-    headers = {"Host": target.host} if target.host else {}
     try:
-        response = requests.get(f"{target.base_url}/v1/models", headers=headers, timeout=timeout)
+        with target.session() as session:
+            response = session.get(f"{target.base_url}/v1/models", timeout=timeout)
         models = response.json().get("models") if response.status_code == 200 else None
     except (requests.RequestException, ValueError, AttributeError):
         return None

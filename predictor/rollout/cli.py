@@ -130,7 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause after each passed analysis before the next step (default 60s)",
     )
     run.add_argument(
-        "--ingress", help="send analysis requests here, with the tag URL's Host header"
+        "--ingress",
+        help="send analysis requests to this address (http://IP or https://IP), with the tag "
+        "URL's host name as Host header (and, over HTTPS, as TLS server name)",
+    )
+    run.add_argument(
+        "--ca-cert",
+        help="CA bundle (PEM) that the revisions' TLS certificates must chain to, e.g. the "
+        "gateway's own CA (default: the system's)",
     )
     run.add_argument(
         "--model-name",
@@ -270,7 +277,9 @@ class Rollout:
             entry = spec.traffic_entry(obj, tag=tag)
             if not entry or not entry.get("url"):
                 raise spec.RolloutError(f"no `{tag}` tag URL in the status: is tag routing on?")
-            targets[tag] = analysis.Target.for_tag(tag, entry["url"], self.args.ingress)
+            targets[tag] = analysis.Target.for_tag(
+                tag, entry["url"], self.args.ingress, self.args.ca_cert
+            )
         model = (
             self.args.model_name
             or analysis.discover_model_name(targets["prev"], self.args.request_timeout)

@@ -52,7 +52,8 @@ resource "helm_release" "istiod" {
   depends_on = [helm_release.istio_base]
 }
 
-# Knative's net-istio expects this release name (label istio=ingressgateway).
+# Knative's net-istio expects this release name (label istio=ingressgateway). It listens on
+# 80 (HTTP, redirected to HTTPS by Knative) and 443 (HTTPS, certificates from stage 03).
 resource "helm_release" "istio_ingressgateway" {
   name       = "istio-ingressgateway"
   repository = "https://istio-release.storage.googleapis.com/charts"
@@ -61,6 +62,15 @@ resource "helm_release" "istio_ingressgateway" {
   namespace  = "istio-system"
   atomic     = true
   wait       = true
+
+  # An internal passthrough Network Load Balancer: an address in the VPC, none on the internet.
+  dynamic "set" {
+    for_each = var.internal_load_balancer ? ["Internal"] : []
+    content {
+      name  = "service.annotations.networking\\.gke\\.io/load-balancer-type"
+      value = set.value
+    }
+  }
 
   depends_on = [helm_release.istiod]
 }

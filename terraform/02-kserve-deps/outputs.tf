@@ -11,3 +11,8 @@ output "releases" {
     ] : r.name => r.version
   }
 }
+
+output "ingress_load_balancer" {
+  description = "Kind of load balancer in front of the Istio ingress gateway."
+  value       = var.internal_load_balancer ? "internal" : "external"
+}

@@ -73,3 +73,9 @@ variable "kserve_version" {
     error_message = "kserve_version must be an exact version such as v0.20.0."
   }
 }
+
+variable "internal_load_balancer" {
+  type        = bool
+  description = "Give the Istio ingress gateway an internal load balancer (an address in the VPC only) instead of an external one."
+  default     = false
+}

@@ -29,16 +29,18 @@ resource "kubernetes_role_v1" "canary" {
     verbs      = ["get", "list", "create", "update", "patch", "delete"]
   }
 
+  # Helm deletes what a new chart version or values no longer render (and the helm test
+  # NetworkPolicy before it recreates it); an InferenceService is never deleted.
   rule {
     api_groups = [""]
     resources  = ["serviceaccounts"]
-    verbs      = ["get", "list", "create", "update", "patch"]
+    verbs      = ["get", "list", "create", "update", "patch", "delete"]
   }
 
   rule {
     api_groups = ["networking.k8s.io"]
     resources  = ["networkpolicies"]
-    verbs      = ["get", "list", "create", "update", "patch"]
+    verbs      = ["get", "list", "create", "update", "patch", "delete"]
   }
 }
 

@@ -73,3 +73,14 @@ variable "predictor_namespace" {
     error_message = "predictor_namespace must be a DNS-1123 label."
   }
 }
+
+variable "cluster_issuer" {
+  type        = string
+  description = "cert-manager ClusterIssuer that signs the gateway's HTTPS certificates (e.g. an ACME issuer for a real domain). Empty: a private CA created in this stage."
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", var.cluster_issuer))
+    error_message = "cluster_issuer must be empty or the name of a ClusterIssuer."
+  }
+}
