@@ -16,8 +16,9 @@ from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
 from . import edge, grpc_service, http_server, logs
+from .handlers import resolve_handler
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
-from .model import ModelOptions, TorchModel
+from .model import ModelOptions
 
 
 def positive_int(text: str) -> int:
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Module class for a state dict, as package.module:Class (importable from the model "
         "directory or the working directory). Loaded with weights_only=True.",
+    )
+    model.add_argument(
+        "--handler",
+        default=None,
+        help="Serve this TorchModel subclass instead, as package.module:Class (importable from "
+        "the model directory or the working directory; also 'handler' in model.json). Its "
+        "preprocess/postprocess see every protocol's named arrays, BYTES included.",
     )
     model.add_argument(
         "--device",
@@ -227,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         inline_max_us=args.inline_max_us,
         max_tensor_elements=args.max_tensor_elements,
     )
-    model = TorchModel(args.model_name, options)
     try:
+        model = resolve_handler(args.handler, args.model_dir)(args.model_name, options)
         model.load()
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Wire formats <-> numpy arrays, with no Python loop per element.
 
 V1 JSON, V2 JSON and the V2 binary tensor extension are decoded straight into numpy
-(orjson + numpy for JSON, `np.frombuffer` for binary) and encoded back the same way.
+(orjson + numpy for JSON, `np.frombuffer` for binary) and encoded back the same way;
+BYTES tensors (object arrays of `bytes`) take their own forms (bytes_tensors.py).
 Every check that fails raises `kserve.errors.InvalidInput` with a message naming the
 input and what is wrong with it, which KServe turns into a 400.
 """
@@ -20,6 +21,8 @@ import simdjson
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
+from . import bytes_tensors
+from .bytes_tensors import BYTES
 from .datatypes import V2_TO_NUMPY, numpy_dtype, v2_datatype
 from .grpc_wire import with_raw_contents
 
@@ -230,6 +233,9 @@ def _decode_inputs(header: Any, binary: bytearray | None) -> dict[str, np.ndarra
         if size is None:
             if "data" not in entry:
                 raise InvalidInput(f"{where}: missing 'data' (or binary_data_size parameter)")
+            if entry["datatype"] == BYTES:
+                inputs[name] = bytes_tensors.from_json(entry["data"], shape, where)
+                continue
             array = array_from_json(entry["data"], entry["datatype"], where)
             inputs[name] = reshape(array, shape, where)
             continue
@@ -261,7 +267,9 @@ def _from_bytes(
     where: str,
 ) -> np.ndarray:
     """A tensor out of raw little-endian bytes; copied only when torch could not use the
-    memory as it is (read-only bytes, or misaligned)."""
+    memory as it is (read-only bytes, or misaligned). BYTES are length-prefixed elements."""
+    if datatype == BYTES:
+        return bytes_tensors.unpack(memoryview(buffer)[offset : offset + size], shape, where)
     dtype = numpy_dtype(datatype, where)
     count = math.prod(shape)
     if size != count * dtype.itemsize:
@@ -296,15 +304,15 @@ def encode_v2(
     """Outputs -> a V2 response body, JSON or with binary outputs, and its headers."""
     entries, chunks = [], []
     for name, array in _selected(outputs, request):
-        entry: dict[str, Any] = {
-            "name": name,
-            "datatype": v2_datatype(array),
-            "shape": list(array.shape),
-        }
+        datatype = v2_datatype(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        where = f"output {name!r}"
         if request.wants_binary(name):
-            data = array.tobytes()
+            data = bytes_tensors.pack(array, where) if datatype == BYTES else array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
+        elif datatype == BYTES:
+            entry["data"] = bytes_tensors.to_json(array, where)
         else:
             entry["data"] = array.reshape(-1)
         entries.append(entry)
@@ -330,6 +338,7 @@ GRPC_CONTENTS = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 
 
@@ -357,11 +366,15 @@ def decode_grpc(request: pb.ModelInferRequest, raw: Sequence[memoryview]) -> V2R
                 content, 0, content.nbytes, tensor.datatype, shape, where
             )
             continue
-        numpy_dtype(tensor.datatype, where)
+        if tensor.datatype != BYTES:
+            numpy_dtype(tensor.datatype, where)
         field = GRPC_CONTENTS.get(tensor.datatype)
         if field is None:
             raise InvalidInput(f"{where}: {tensor.datatype} has no typed contents; send it raw")
         values = list(getattr(tensor.contents, field))
+        if tensor.datatype == BYTES:
+            inputs[tensor.name] = bytes_tensors.from_elements(values, shape, where)
+            continue
         inputs[tensor.name] = reshape(array_from_json(values, tensor.datatype, where), shape, where)
     requested = _unique_outputs([output.name for output in request.outputs]) or None
     return V2Request(request.id, inputs, requested)
@@ -373,8 +386,11 @@ def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarr
     response = pb.ModelInferResponse(model_name=model_name, id=request.id)
     contents = []
     for name, array in _selected(outputs, request):
-        response.outputs.add(name=name, datatype=v2_datatype(array), shape=array.shape)
-        contents.append(array)
+        datatype = v2_datatype(array)
+        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        contents.append(
+            bytes_tensors.pack(array, f"output {name!r}") if datatype == BYTES else array
+        )
     return with_raw_contents(response, contents)
 
 
@@ -420,7 +436,8 @@ def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]
     """A V1 body -> named numpy inputs.
 
     `{"instances": X}` or `{"inputs": X}`; X is the batch for a one-input model, or
-    (several inputs) a list of {name: value} rows or a {name: batch} object.
+    (several inputs) a list of {name: value} rows or a {name: batch} object. Strings and
+    `{"b64": "..."}` values are BYTES, whatever the model declares: no number is a string.
     """
     if not isinstance(document, dict):
         raise InvalidInput('expected a JSON object with "instances" or "inputs"')
@@ -431,31 +448,48 @@ def decode_v1(document: Any, input_names: list[str], datatypes: list[str | None]
     value = document[key]
     if isinstance(value, list) and not value:
         raise InvalidInput(f'"{key}" is empty')
-    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+    if isinstance(value, list) and all(_is_row(row) for row in value):
         missing = [n for n in input_names if any(n not in row for row in value)]
         if missing:
             raise InvalidInput(f'"{key}": every row needs {input_names}; missing {missing}')
         value = {n: [row[n] for row in value] for n in input_names}
     elif not isinstance(value, dict):
         if len(input_names) == 1:
-            return {input_names[0]: array_from_json(value, datatypes[0], f'"{key}"')}
+            return {input_names[0]: _v1_array(value, datatypes[0], f'"{key}"')}
         raise InvalidInput(
             f'"{key}": this model takes inputs {input_names}; send rows of objects or an object'
         )
     datatype_of = dict(zip(input_names, datatypes, strict=True))
     # Unknown names are kept, so the model's input check names them.
     return {
-        name: array_from_json(column, datatype_of.get(name), f'"{key}".{name}')
+        name: _v1_array(column, datatype_of.get(name), f'"{key}".{name}')
         for name, column in value.items()
     }
 
 
-def json_value(array: np.ndarray) -> Any:
-    """orjson writes numpy arrays natively, but not 0-d ones or non-contiguous ones."""
+def _is_row(value: Any) -> bool:
+    """A V1 row of named inputs, not a {"b64": ...} value."""
+    return isinstance(value, dict) and set(value) != {"b64"}
+
+
+def _v1_array(value: Any, datatype: str | None, where: str) -> np.ndarray:
+    if bytes_tensors.looks_like_bytes(value):
+        return bytes_tensors.from_v1(value, where)
+    return array_from_json(value, datatype, where)
+
+
+def json_value(array: np.ndarray, where: str = "output") -> Any:
+    """orjson writes numpy arrays natively, but not 0-d ones or non-contiguous ones; BYTES
+    go as strings, or {"b64": ...} where they are not text."""
+    if bytes_tensors.is_bytes(array):
+        return bytes_tensors.to_v1(array, where)
     return array.item() if array.ndim == 0 else _contiguous(array)
 
 
 def encode_v1(outputs: dict[str, np.ndarray]) -> bytes:
     if len(outputs) == 1:
-        return dumps({"predictions": json_value(next(iter(outputs.values())))})
-    return dumps({"predictions": {name: json_value(a) for name, a in outputs.items()}})
+        name, array = next(iter(outputs.items()))
+        return dumps({"predictions": json_value(array, f"output {name!r}")})
+    return dumps(
+        {"predictions": {name: json_value(a, f"output {name!r}") for name, a in outputs.items()}}
+    )

@@ -43,8 +43,8 @@ def numpy_dtype(datatype: str, where: str) -> np.dtype:
     except (KeyError, TypeError):
         if datatype == "BYTES":
             raise InvalidInput(
-                f"{where}: datatype BYTES is not supported by a PyTorch model; "
-                f"use one of {SUPPORTED}"
+                f"{where}: a BYTES tensor has no fixed-size elements; the module takes "
+                f"one of {SUPPORTED}"
             ) from None
         raise InvalidInput(
             f"{where}: unknown datatype {datatype!r}; expected one of {SUPPORTED}"
@@ -52,7 +52,9 @@ def numpy_dtype(datatype: str, where: str) -> np.dtype:
 
 
 def v2_datatype(array: np.ndarray) -> str:
-    """The V2 datatype name of a numpy array's dtype."""
+    """The V2 datatype name of a numpy array's dtype (object and string arrays: BYTES)."""
+    if array.dtype.kind in "OSU":
+        return "BYTES"
     try:
         return NUMPY_TO_V2[array.dtype]
     except KeyError:

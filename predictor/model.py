@@ -21,6 +21,7 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 
 from .batching import Batcher
+from .bytes_tensors import is_bytes
 from .cpus import CoreClock, available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .errors import Overloaded, PayloadTooLarge, first_line
@@ -205,6 +206,12 @@ class TorchModel(Model):
         arrays = self.order_inputs(inputs)
         limit = self.options.max_tensor_elements
         for name, array in zip(self.signature.input_names, arrays, strict=True):
+            if is_bytes(array):
+                raise InvalidInput(
+                    f"input {name!r} holds strings or bytes (BYTES), but the model takes "
+                    "numeric tensors; send numbers, or serve it with a --handler whose "
+                    "preprocess turns the bytes into tensors"
+                )
             if array.size > limit:
                 REJECTED.labels(self.name, "too_large").inc()
                 raise PayloadTooLarge(

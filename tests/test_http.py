@@ -277,7 +277,7 @@ BAD_V2 = [
     (
         orjson.dumps(v2([{"name": "input-0", "datatype": "BYTES", "shape": [1], "data": ["a"]}])),
         400,
-        "BYTES is not supported",
+        "holds strings or bytes (BYTES), but the model takes numeric tensors",
     ),
     (
         orjson.dumps(v2([{"name": "wrong", "datatype": "FP32", "shape": [1], "data": [1]}])),
@@ -417,7 +417,7 @@ def test_v2_binary_size_disagrees_with_shape(client):
     [
         ({"instances": []}, "empty"),
         ({"instances": [[1, 2], [3]]}, "ragged"),
-        ({"instances": ["x"]}, "must be numbers"),
+        ({"instances": ["x"]}, "holds strings or bytes (BYTES)"),
         ({"other": [1]}, '"instances" or "inputs"'),
         ({"instances": [1], "inputs": [1]}, "exactly one"),
     ],

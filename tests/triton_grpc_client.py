@@ -5,11 +5,13 @@ protobuf's global pool, so they cannot be imported into one process; the tests s
 this script to call the server with the real tritonclient.
 
     python tests/triton_grpc_client.py TARGET MODEL REQUEST_JSON
-REQUEST_JSON: {"inputs": [{"name", "datatype", "shape", "data"}], "typed": false}
+REQUEST_JSON: {"inputs": [{"name", "datatype", "shape", "data"}]}; BYTES data (in and out)
+travel as base64 strings, since JSON has no bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 
@@ -28,7 +30,10 @@ def main(target: str, model: str, request: dict) -> dict:
     inputs = []
     for spec in request["inputs"]:
         infer_input = grpcclient.InferInput(spec["name"], spec["shape"], spec["datatype"])
-        array = np.array(spec["data"], dtype=triton_to_np_dtype(spec["datatype"]))
+        if spec["datatype"] == "BYTES":
+            array = np.array([base64.b64decode(v) for v in spec["data"]], dtype=object)
+        else:
+            array = np.array(spec["data"], dtype=triton_to_np_dtype(spec["datatype"]))
         infer_input.set_data_from_numpy(array.reshape(spec["shape"]))
         inputs.append(infer_input)
     try:
@@ -41,11 +46,17 @@ def main(target: str, model: str, request: dict) -> dict:
         o["name"]: {
             "datatype": o["datatype"],
             "shape": [int(d) for d in o.get("shape", [])],
-            "data": response.as_numpy(o["name"]).tolist(),
+            "data": _jsonable(response.as_numpy(o["name"])),
         }
         for o in outputs
     }
     return result
+
+
+def _jsonable(array: np.ndarray) -> list:
+    if array.dtype == object:
+        return [base64.b64encode(v).decode() for v in array.reshape(-1)]
+    return array.tolist()
 
 
 if __name__ == "__main__":
