@@ -316,3 +316,14 @@ def test_drain_and_grace_fit_the_pods_termination_grace(mode, grace):
     finish = int(next(a for a in args if a.startswith("--grace_period=")).split("=")[1])
     assert drain >= 1 and finish >= 1
     assert drain + 2 * finish <= grace
+
+
+def test_a_handler_value_becomes_the_handler_option():
+    isvc = one(
+        objects(render({"model": {"handler": "image_handler:Thumbnails"}})), "InferenceService"
+    )
+    assert "--handler=image_handler:Thumbnails" in container_of(isvc)["args"]
+    assert not any(a.startswith("--handler") for a in container_of(isvc_of("default"))["args"])
+    with pytest.raises(helm.HelmError) as raised:
+        render({"model": {"handler": "not a class"}})
+    assert "handler" in str(raised.value)
