@@ -35,7 +35,6 @@ import numpy as np
 import orjson
 import requests
 
-from benchmarks import grpc_load
 from tests.serving import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -414,6 +413,9 @@ def measure(
 def check(server: RunningServer, scenario: Scenario, payload: Payload) -> None:
     """One request, answer compared with x*2: a server that computes wrongly is not timed."""
     if scenario.protocol == "grpc":
+        # tritonclient's gRPC protos clash with kserve's: imported only where needed.
+        from benchmarks import grpc_load
+
         got = grpc_load.infer_once(server.grpc_target, MODEL, payload.values).ravel()
     else:
         headers = {"Content-Type": payload.content_type}

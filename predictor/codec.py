@@ -21,7 +21,7 @@ import simdjson
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from . import bytes_tensors
+from . import bytes_tensors, classification
 from .bytes_tensors import BYTES
 from .datatypes import V2_TO_NUMPY, numpy_dtype, v2_datatype
 from .grpc_wire import with_raw_contents
@@ -134,6 +134,8 @@ class V2Request:
     requested_outputs: list[str] | None = None
     binary_outputs: dict[str, bool] = field(default_factory=dict)
     binary_by_default: bool = False
+    # Outputs to return as their top-k classes (classification.py): name -> k.
+    classification: dict[str, int] = field(default_factory=dict)
 
     def wants_binary(self, name: str) -> bool:
         return self.binary_outputs.get(name, self.binary_by_default)
@@ -161,13 +163,15 @@ def _params(entry: dict, where: str) -> dict:
     return params
 
 
-def _request_options(header: dict) -> tuple[str, list[str] | None, dict[str, bool], bool]:
+def _request_options(
+    header: dict,
+) -> tuple[str, list[str] | None, dict[str, bool], bool, dict[str, int]]:
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
     params = _params(header, "request")
     binary_by_default = bool(params.get("binary_data_output", False))
-    requested, binary = None, {}
+    requested, binary, classes = None, {}, {}
     if "outputs" in header:
         outputs = header["outputs"]
         if not isinstance(outputs, list) or not all(
@@ -176,10 +180,15 @@ def _request_options(header: dict) -> tuple[str, list[str] | None, dict[str, boo
             raise InvalidInput("'outputs' must be a list of objects with a string 'name'")
         requested = _unique_outputs([o["name"] for o in outputs])
         for output in outputs:
-            choice = _params(output, f"output {output['name']!r}").get("binary_data")
+            where = f"output {output['name']!r}"
+            output_params = _params(output, where)
+            choice = output_params.get("binary_data")
             if choice is not None:
                 binary[output["name"]] = bool(choice)
-    return request_id or str(uuid.uuid4()), requested, binary, binary_by_default
+            if classification.PARAMETER in output_params:
+                count = output_params[classification.PARAMETER]
+                classes[output["name"]] = classification.class_count(count, where)
+    return request_id or str(uuid.uuid4()), requested, binary, binary_by_default, classes
 
 
 def _unique_outputs(names: list[str]) -> list[str]:
@@ -215,8 +224,8 @@ def decode_v2_binary(body: bytes, header_length: str) -> V2Request:
 
 
 def _build(header: dict, inputs: dict[str, np.ndarray]) -> V2Request:
-    request_id, requested, binary, binary_by_default = _request_options(header)
-    return V2Request(request_id, inputs, requested, binary, binary_by_default)
+    request_id, requested, binary, binary_by_default, classes = _request_options(header)
+    return V2Request(request_id, inputs, requested, binary, binary_by_default, classes)
 
 
 def _decode_inputs(header: Any, binary: bytearray | None) -> dict[str, np.ndarray]:
@@ -377,7 +386,23 @@ def decode_grpc(request: pb.ModelInferRequest, raw: Sequence[memoryview]) -> V2R
             continue
         inputs[tensor.name] = reshape(array_from_json(values, tensor.datatype, where), shape, where)
     requested = _unique_outputs([output.name for output in request.outputs]) or None
-    return V2Request(request.id, inputs, requested)
+    classes = {
+        output.name: _grpc_class_count(output.parameters[classification.PARAMETER], output.name)
+        for output in request.outputs
+        if classification.PARAMETER in output.parameters
+    }
+    return V2Request(request.id, inputs, requested, classification=classes)
+
+
+def _grpc_class_count(parameter: pb.InferParameter, name: str) -> int:
+    """An output's `classification` parameter: an int64_param, as Triton requires."""
+    where = f"output {name!r}"
+    if parameter.WhichOneof("parameter_choice") != "int64_param":
+        raise InvalidInput(
+            f"{where}: parameter 'classification' must be an int64_param (how many of the "
+            "highest classes to return)"
+        )
+    return classification.class_count(parameter.int64_param, where)
 
 
 def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarray]) -> bytes:
@@ -475,7 +500,8 @@ def _is_row(value: Any) -> bool:
 def _v1_array(value: Any, datatype: str | None, where: str) -> np.ndarray:
     if bytes_tensors.looks_like_bytes(value):
         return bytes_tensors.from_v1(value, where)
-    return array_from_json(value, datatype, where)
+    # Numbers for a BYTES input go on as numbers, for the model to say what it takes.
+    return array_from_json(value, None if datatype == BYTES else datatype, where)
 
 
 def json_value(array: np.ndarray, where: str = "output") -> Any:

@@ -29,7 +29,7 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 
-from . import codec
+from . import classification, codec
 from .errors import HANDLED_ERRORS, fault_message, message_of, status_of
 from .grpc_wire import split_raw_contents
 from .health import not_serving
@@ -70,6 +70,7 @@ class ModelInfer:
             model = ready_model(self.registry.get_model(model_name), model_name)
             request = codec.decode_grpc(message, raw)
             outputs = await model.run(request.inputs, headers)
+            outputs = classification.apply(outputs, request.classification, model.labels)
             return codec.encode_grpc(model.name, request, outputs)
         except HANDLED_ERRORS as failure:
             status, error = status_of(failure), message_of(failure)

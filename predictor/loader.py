@@ -218,7 +218,7 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
             program = torch.export.load(str(weights))
             module = program.module().to(device)
             kind = "export"
-            signature = signature or _export_signature(program)
+            signature = _with_program(signature, _export_signature(program))
         elif model_class:
             module = _load_state_dict(weights, model_class, signature, device)
             kind = "state_dict"
@@ -236,9 +236,26 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
         raise ModelLoadError(f"cannot load {weights}: {first_line(error)}") from None
     if isinstance(module, torch.nn.Module) and kind != "export":
         module.eval()
-    return LoadedModel(
-        module, signature or default_signature(_forward_arity(module)), kind, weights
+    if signature is None:
+        signature = default_signature(_forward_arity(module))
+    elif not signature.inputs:
+        signature.inputs = default_signature(_forward_arity(module)).inputs
+    return LoadedModel(module, signature, kind, weights)
+
+
+def _with_program(declared: Signature | None, program: Signature) -> Signature:
+    """model.json's signature, taking from the exported program what it does not declare
+    (the inputs with their bounds, the outputs), so that a model.json that only adds a
+    handler, a decoder or labels keeps what the program knows."""
+    if declared is None:
+        return program
+    only_decoded = all(
+        spec.name in declared.decoded and not spec.declared_shape for spec in declared.inputs
     )
+    if only_decoded:
+        declared.inputs = program.inputs
+    declared.outputs = declared.outputs or program.outputs
+    return declared
 
 
 def _load_state_dict(

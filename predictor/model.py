@@ -20,15 +20,17 @@ import torch
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 
+from . import classification
 from .batching import Batcher
 from .bytes_tensors import is_bytes
 from .cpus import CoreClock, available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
+from .decoders import Decoders, build_decoders
 from .errors import Overloaded, PayloadTooLarge, first_line
 from .health import Health, poisons_the_device
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
 from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED
-from .signature import Signature
+from .signature import Signature, SignatureError, TensorSpec
 
 logger = logging.getLogger("predictor")
 
@@ -74,6 +76,7 @@ class TorchModel(Model):
         super().__init__(name)
         self.options = options or ModelOptions()
         self.loaded: LoadedModel | None = None
+        self.labels: list[str] | None = None
         self.device = torch.device("cpu")
         self.compute_dtype: torch.dtype | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -84,6 +87,7 @@ class TorchModel(Model):
         self._warm_up_inputs: list[np.ndarray] = []
         self._memory_failures = 0  # out-of-memory errors in a row the warm-up input failed too
         self._in_flight_gauge = IN_FLIGHT.labels(name)
+        self.decoders = Decoders({}, {})
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -96,6 +100,11 @@ class TorchModel(Model):
         self.loaded = load_model(
             resolve_model_dir(options.model_dir), options.model_class, self.device
         )
+        self.labels = classification.read_labels(self.loaded.path.parent)
+        try:
+            self.decoders = build_decoders(self.loaded.signature, self.loaded.path.parent)
+        except SignatureError as error:
+            raise ModelLoadError(str(error)) from None
         if options.dtype and options.dtype != "float32":
             self.compute_dtype = TORCH_DTYPES[options.dtype]
             self.loaded.module.to(self.compute_dtype)
@@ -172,14 +181,24 @@ class TorchModel(Model):
         return self.loaded.module
 
     def get_input_types(self) -> list[dict]:
-        return [spec.metadata() for spec in self.signature.inputs]
+        """The inputs as clients send them (a decoded image or text input is BYTES)."""
+        return [spec.metadata() for spec in self.wire_inputs]
+
+    @property
+    def wire_inputs(self) -> list[TensorSpec]:
+        return self.decoders.wire_inputs(self.signature.inputs)
+
+    @property
+    def input_names(self) -> list[str]:
+        """The names V1 requests are read against, as clients send them."""
+        return [spec.name for spec in self.wire_inputs]
 
     def get_output_types(self) -> list[dict]:
         return [spec.metadata() for spec in self.signature.outputs]
 
     @property
     def input_datatypes(self) -> list[str | None]:
-        return [spec.datatype for spec in self.signature.inputs]
+        return [spec.datatype for spec in self.wire_inputs]
 
     # ---- the core: named arrays in, named arrays out -----------------------------------------
 
@@ -339,8 +358,10 @@ class TorchModel(Model):
         return await self.postprocess(outputs, headers)
 
     async def preprocess(self, payload: Any, headers: dict | None = None) -> Any:
-        """Named input arrays, as decoded from V1, V2 or gRPC -> what predict takes."""
-        return payload
+        """Named input arrays, as decoded from V1, V2 or gRPC -> what predict takes: the
+        images and text model.json declares are decoded (decoders.py); a handler that
+        overrides this and wants them decoded too calls super().preprocess first."""
+        return await self.decoders.decode(payload) if self.decoders else payload
 
     async def predict(
         self, payload: Any, headers: dict | None = None, response_headers: dict | None = None

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
-from . import codec
+from . import classification, codec
 from .errors import (
     HANDLED_ERRORS,
     Overloaded,
@@ -148,10 +148,12 @@ class Routes:
         try:
             model = self.model(request.path_params["model_name"])
             _require_json(request)
-            inputs = codec.decode_v1_body(
-                request.body, model.signature.input_names, model.input_datatypes
-            )
+            inputs = codec.decode_v1_body(request.body, model.input_names, model.input_datatypes)
+            classes = classification.v1_parameter(request.body)
             outputs = await model.run(inputs, request.headers)
+            if classes is not None:
+                predictions = classification.v1_predictions(outputs, classes, model.labels)
+                return HttpResponse(200, codec.dumps({"predictions": predictions}))
             return HttpResponse(200, codec.encode_v1(outputs))
         except HANDLED_ERRORS as error:
             return error_response(error)
@@ -170,6 +172,7 @@ class Routes:
                 _require_json(request)
                 infer_request = codec.decode_v2_json(codec.parse_json(request.body))
             outputs = await model.run(infer_request.inputs, request.headers)
+            outputs = classification.apply(outputs, infer_request.classification, model.labels)
             content, headers = codec.encode_v2(model.name, infer_request, outputs)
             return HttpResponse(200, content, headers)
         except HANDLED_ERRORS as error:

@@ -95,12 +95,18 @@ class TensorSpec:
         )
 
 
+DECODER_KINDS = ("image", "text")
+
+
 @dataclass
 class Signature:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    # Extra settings that may travel in model.json (model_class, model_kwargs).
+    # Extra settings that may travel in model.json (model_class, model_kwargs, handler).
     extras: dict[str, Any] = field(default_factory=dict)
+    # Inputs the server decodes before the module sees them (decoders.py): the name clients
+    # send -> (kind, its model.json settings).
+    decoded: dict[str, tuple[str, dict]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -189,10 +195,28 @@ def read_signature(model_dir: Path) -> Signature | None:
         raise SignatureError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise SignatureError(f"{path}: must be a JSON object")
-    inputs = [_spec(e, f"{path} inputs") for e in document.get("inputs", [])]
+    entries = document.get("inputs", [])
+    if not isinstance(entries, list):
+        raise SignatureError(f"{path}: 'inputs' must be a list")
+    inputs, decoded = [], {}
+    for entry in entries:
+        kinds = [kind for kind in DECODER_KINDS if isinstance(entry, dict) and kind in entry]
+        if len(kinds) > 1:
+            raise SignatureError(f"{path} inputs: {entry.get('name')!r} is both image and text")
+        if kinds:
+            settings = entry[kinds[0]]
+            if not isinstance(settings, dict) or not isinstance(entry.get("name"), str):
+                raise SignatureError(
+                    f"{path} inputs: a {kinds[0]} input needs a string 'name' and an object "
+                    f"'{kinds[0]}' of settings"
+                )
+            decoded[entry["name"]] = (kinds[0], settings)
+            if kinds[0] == "text":
+                continue  # it feeds other inputs (token ids, mask), which are the module's
+        inputs.append(_spec(entry, f"{path} inputs"))
     outputs = [_spec(e, f"{path} outputs") for e in document.get("outputs", [])]
     extras = {k: v for k, v in document.items() if k not in ("inputs", "outputs")}
-    return Signature(inputs or [TensorSpec("input-0")], outputs, extras)
+    return Signature(inputs, outputs, extras, decoded)
 
 
 def default_signature(input_count: int = 1) -> Signature:

@@ -102,10 +102,10 @@ def test_metadata_has_no_null_versions_and_lists_the_implemented_extensions(serv
     }
     for path in ("/v2", "/v2/"):
         server_metadata = requests.get(server.http_url + path, timeout=10).json()
-        assert server_metadata["extensions"] == ["binary_tensor_data"]
+        assert server_metadata["extensions"] == ["binary_tensor_data", "classification"]
     stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.grpc_target))
     grpc_metadata = stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=10)
-    assert list(grpc_metadata.extensions) == ["binary_tensor_data"]
+    assert list(grpc_metadata.extensions) == ["binary_tensor_data", "classification"]
 
 
 @pytest.fixture(scope="module")

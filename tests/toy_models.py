@@ -198,3 +198,63 @@ class TinyCNN(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.conv(image)).flatten(1))
+
+
+class Classifier(torch.nn.Module):
+    """x [N, 4] -> logits [N, 5] through a linear layer with fixed weights: a classifier
+    whose classes are ranked differently for each row of a test input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 5)
+        with torch.no_grad():
+            self.linear.weight.copy_(
+                torch.tensor(
+                    [
+                        [1.0, -0.5, 0.25, 0.0],
+                        [-0.75, 1.0, 0.5, -0.25],
+                        [0.5, 0.5, -1.0, 0.75],
+                        [0.0, -1.0, 1.0, 0.5],
+                        [-0.25, 0.25, 0.0, -1.0],
+                    ]
+                )
+            )
+            self.linear.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0, -0.1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class ClassifierWithFlags(Classifier):
+    """The Classifier's logits, and `logits > 0` (BOOL): an output no class can be read from."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.linear(x)
+        return logits, logits > 0
+
+
+CLASSIFIER_LABELS = ["cat", "dog", "bird", "fish", "horse"]
+CLASSIFIER_SIGNATURE = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 5]}],
+}
+CLASSIFIER_WITH_FLAGS_SIGNATURE = {
+    "inputs": CLASSIFIER_SIGNATURE["inputs"],
+    "outputs": [
+        *CLASSIFIER_SIGNATURE["outputs"],
+        {"name": "positive", "datatype": "BOOL", "shape": [-1, 5]},
+    ],
+}
+
+
+def save_classifier(
+    directory: Path, labels: list[str] | None = CLASSIFIER_LABELS, flags: bool = False
+) -> Path:
+    """A TorchScript Classifier (with its BOOL output when `flags`), its model.json, and a
+    labels.txt of `labels` unless None."""
+    module = ClassifierWithFlags() if flags else Classifier()
+    signature = CLASSIFIER_WITH_FLAGS_SIGNATURE if flags else CLASSIFIER_SIGNATURE
+    save_torchscript(directory, module.eval(), signature)
+    if labels is not None:
+        (directory / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    return directory

@@ -5,8 +5,9 @@ protobuf's global pool, so they cannot be imported into one process; the tests s
 this script to call the server with the real tritonclient.
 
     python tests/triton_grpc_client.py TARGET MODEL REQUEST_JSON
-REQUEST_JSON: {"inputs": [{"name", "datatype", "shape", "data"}]}; BYTES data (in and out)
-travel as base64 strings, since JSON has no bytes.
+REQUEST_JSON: {"inputs": [{"name", "datatype", "shape", "data"}]}, and optionally
+"outputs": [{"name", "class_count"?}] (the outputs to ask for; without it, all); BYTES data
+(in and out) travel as base64 strings, since JSON has no bytes.
 """
 
 from __future__ import annotations
@@ -36,8 +37,14 @@ def main(target: str, model: str, request: dict) -> dict:
             array = np.array(spec["data"], dtype=triton_to_np_dtype(spec["datatype"]))
         infer_input.set_data_from_numpy(array.reshape(spec["shape"]))
         inputs.append(infer_input)
+    requested = None
+    if "outputs" in request:
+        requested = [
+            grpcclient.InferRequestedOutput(spec["name"], class_count=spec.get("class_count", 0))
+            for spec in request["outputs"]
+        ]
     try:
-        response = client.infer(model, inputs)
+        response = client.infer(model, inputs, outputs=requested)
     except InferenceServerException as error:
         result["error"] = {"status": error.status(), "message": error.message()}
         return result
