@@ -38,7 +38,7 @@ class Decoders:
         self.decoders = decoders
         # Wire input -> the module inputs it produces (an image: itself; text: ids and mask).
         self.feeds = feeds
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.decoders)
@@ -61,11 +61,12 @@ class Decoders:
         if not any(name in self.decoders for name in inputs):
             return inputs
         loop = asyncio.get_running_loop()
-        threads = self._pool()
+        batches, items = self._pools()
 
-        def run(function: Callable, items: Sequence) -> list:
-            # Pillow and tokenizers release the GIL: a batch spreads over the cores.
-            return list(threads.map(function, items)) if len(items) > 1 else [function(items[0])]
+        def run(function: Callable, values: Sequence) -> list:
+            # Pillow and tokenizers release the GIL: a batch spreads over the cores. Items go
+            # to a pool of their own: a batch waiting on its items never holds up the items.
+            return list(items.map(function, values)) if len(values) > 1 else [function(values[0])]
 
         out: dict[str, np.ndarray] = {}
         for name, array in inputs.items():
@@ -73,13 +74,15 @@ class Decoders:
             if decoder is None:
                 out[name] = array
                 continue
-            out.update(await loop.run_in_executor(threads, decoder.decode, array, run))
+            out.update(await loop.run_in_executor(batches, decoder.decode, array, run))
         return out
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(
-                max_workers=max(2, available_cpus()), thread_name_prefix="decode"
+            workers = max(2, available_cpus())
+            self._threads = (
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode"),
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode-item"),
             )
         return self._threads
 

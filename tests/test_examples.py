@@ -270,6 +270,25 @@ def test_numbers_for_an_image_input_are_a_400(image_model):
     assert "expected encoded images" in response.json()["error"]
 
 
+def test_concurrent_requests_of_several_images_each_all_complete(image_model):
+    """More multi-image requests at once than the server has decode threads: a request
+    waiting for its images' decoding must never hold up the decoding itself."""
+    import concurrent.futures
+
+    server, model_dir = image_model
+    body = {"instances": [b64((model_dir / name).read_bytes()) for name in IMAGES * 3]}
+    expected = torch_logits_for_images(model_dir, IMAGES * 3)
+
+    def call(_):
+        return requests.post(f"{server.http_url}/v1/models/cnn:predict", json=body, timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(8)))
+    for answer in answers:
+        assert answer.status_code == 200
+        np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_concurrent_image_requests_are_batched(image_model):
     import concurrent.futures
 
