@@ -16,6 +16,7 @@ from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
 from . import edge, grpc_service, http_server, logs
+from .compiled import MODES as COMPILE_MODES
 from .handlers import resolve_handler
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
 from .model import ModelOptions
@@ -72,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="Serve this TorchModel subclass instead, as package.module:Class (importable from "
         "the model directory or the working directory; also 'handler' in model.json). Its "
         "preprocess/postprocess see every protocol's named arrays, BYTES included.",
+    )
+    model.add_argument(
+        "--compile",
+        action="store_true",
+        help="Run the module through torch.compile at load and compile it for the batch sizes "
+        "it will serve before reporting ready (a torch.export program or a state dict's module; "
+        "an AOTInductor .pt2 package is loaded compiled as it is).",
+    )
+    model.add_argument(
+        "--compile_mode",
+        default="default",
+        choices=list(COMPILE_MODES),
+        help="torch.compile mode.",
+    )
+    model.add_argument(
+        "--compile_cache_dir",
+        default=None,
+        help="Directory for Inductor's caches (TORCHINDUCTOR_CACHE_DIR): a restart with the same "
+        "directory reuses the compiled code.",
+    )
+    model.add_argument(
+        "--compile_fallback",
+        action="store_true",
+        help="If --compile fails, serve the eager module (logged) instead of stopping.",
     )
     model.add_argument(
         "--device",
@@ -234,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         max_inflight=args.max_inflight,
         inline_max_us=args.inline_max_us,
         max_tensor_elements=args.max_tensor_elements,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+        compile_cache_dir=args.compile_cache_dir,
+        compile_fallback=args.compile_fallback,
     )
     try:
         model = resolve_handler(args.handler, args.model_dir)(args.model_name, options)

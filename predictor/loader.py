@@ -1,7 +1,8 @@
 """Find and load a PyTorch model from a model directory.
 
 A model directory holds exactly one weights file:
-- `*.pt2`: a `torch.export` program (its signature comes from the program itself);
+- `*.pt2`: a `torch.export` program (its signature comes from the program itself), or an
+  AOTInductor package of compiled code (told apart by its contents; signature: model.json);
 - `*.pt` / `*.pth` / `*.torchscript`: a TorchScript archive, or a state dict when a
   module class is named (`--model_class` or `model_class` in model.json);
 and optionally `model.json`, the signature (see signature.py). Anything else is an error
@@ -37,7 +38,7 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     module: torch.nn.Module
     signature: Signature
-    kind: str  # "torchscript" | "export" | "state_dict"
+    kind: str  # "torchscript" | "export" | "aoti" | "state_dict"
     path: Path
 
 
@@ -101,6 +102,40 @@ def _is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as archive:
         return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+
+
+def _is_aoti_package(path: Path) -> bool:
+    """An AOTInductor package (`torch._inductor.aoti_compile_and_package`) carries compiled
+    code under data/aotinductor/; a torch.export archive carries a graph instead."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/data/aotinductor/" in f"/{name}" for name in archive.namelist())
+
+
+class AOTIPackage(torch.nn.Module):
+    """An AOTInductor package as a module: ahead-of-time compiled code, called like the
+    program it was compiled from. It carries no graph to read a signature from, so its
+    inputs come from model.json (else one input, input-0)."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        super().__init__()
+        self.path = path
+        index = device.index if device.type == "cuda" and device.index is not None else -1
+        self.runner = torch._inductor.aoti_load_package(str(path), device_index=index)
+
+    def forward(self, *tensors: torch.Tensor):  # type: ignore[no-untyped-def]
+        return self.runner(*tensors)
+
+    def to(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        """Compiled for its dtypes and device: nothing to move."""
+        dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
+        if dtype is not None:
+            raise ModelLoadError(
+                f"{self.path} is compiled ahead of time for its own dtypes; --dtype cannot "
+                "change it (compile it for the dtype wanted)"
+            )
+        return self
 
 
 def import_class(spec: str) -> type[torch.nn.Module]:
@@ -214,7 +249,10 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
         sys.path.insert(0, str(model_dir))
     module: torch.nn.Module
     try:
-        if weights.suffix == ".pt2":
+        if weights.suffix == ".pt2" and _is_aoti_package(weights):
+            module = AOTIPackage(weights, device)
+            kind = "aoti"
+        elif weights.suffix == ".pt2":
             program = torch.export.load(str(weights))
             module = program.module().to(device)
             kind = "export"
@@ -234,7 +272,7 @@ def load_model(model_dir: Path, model_class: str | None, device: torch.device) -
         raise
     except Exception as error:  # torch raises many types for a corrupt file
         raise ModelLoadError(f"cannot load {weights}: {first_line(error)}") from None
-    if isinstance(module, torch.nn.Module) and kind != "export":
+    if isinstance(module, torch.nn.Module) and kind not in ("export", "aoti"):
         module.eval()
     if signature is None:
         signature = default_signature(_forward_arity(module))

@@ -23,6 +23,8 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from . import classification
 from .batching import Batcher
 from .bytes_tensors import is_bytes
+from .compiled import CompileError, compile_module, served_batch_sizes
+from .compiled import warm_up as compile_warm_up
 from .cpus import CoreClock, available_cpus
 from .datatypes import TORCH_DTYPES, numpy_dtype, v2_datatype
 from .decoders import Decoders, build_decoders
@@ -48,6 +50,11 @@ class ModelOptions:
     # Forwards predicted to take at most this long run on the event loop (0: never).
     inline_max_us: float = 200.0
     max_tensor_elements: int = 64 * 1024 * 1024
+    # --compile: torch.compile at load (compiled.py).
+    compile: bool = False
+    compile_mode: str = "default"
+    compile_cache_dir: str | None = None
+    compile_fallback: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,6 +127,8 @@ class TorchModel(Model):
                 options.max_batch_delay_ms / 1000.0,
                 on_batch=BATCH_SIZE.labels(self.name).observe,
             )
+        if options.compile:
+            self._compile(int(max_batch))
         self._warm_up()
         logger.info(
             "loaded %s model %s from %s on %s",
@@ -137,18 +146,56 @@ class TorchModel(Model):
         model for good (health.py); nothing a client sends changes it."""
         return self.ready and self.health.serving()
 
+    def _compile(self, max_batch: int) -> None:
+        """torch.compile the module and compile it for every batch size to be served, or
+        (--compile_fallback) go on with the eager module."""
+        assert self.loaded is not None
+        options, eager = self.options, self.loaded.module
+        try:
+            self.loaded.module = compile_module(
+                eager,
+                self.loaded.kind,
+                options.compile_mode,
+                dynamic=max_batch > 1,
+                cache_dir=options.compile_cache_dir,
+            )
+            sizes = [rows for rows in served_batch_sizes(max_batch) if self._takes_rows(rows)]
+            compile_warm_up(lambda rows: self.forward(self._zeros(rows)), sizes)
+        except CompileError as error:
+            if not options.compile_fallback:
+                raise ModelLoadError(str(error)) from None
+            logger.warning("%s; serving the eager module (--compile_fallback)", error)
+            self.loaded.module = eager
+            return
+        logger.info("compiled %s with torch.compile for batch sizes %s", self.name, sizes)
+
+    def _takes_rows(self, rows: int) -> bool:
+        try:
+            for spec, array in zip(self.signature.inputs, self._zeros(rows), strict=True):
+                if spec.declared_shape:
+                    spec.check_shape(array.shape)
+        except InvalidInput:
+            return False
+        return True
+
+    def _zeros(self, rows: int | None = None) -> list[np.ndarray]:
+        """Zeros shaped like the signature (its example shape, else sizes it accepts), with
+        `rows` in the first dimension when that dimension is dynamic."""
+        arrays = []
+        for spec in self.signature.inputs:
+            shape = list(
+                spec.example_shape or [_warm_up_size(spec, axis) for axis in range(len(spec.shape))]
+            )
+            if rows is not None and shape and spec.shape and spec.shape[0] < 0:
+                shape[0] = rows
+            arrays.append(np.zeros(shape, dtype=numpy_dtype(spec.datatype, spec.name)))
+        return arrays
+
     def _warm_up(self) -> None:
         """One inference on zeros shaped like the signature, so the first request is fast
         and a model that cannot run fails at start-up instead of at the first request.
         Outputs nobody declared are learnt from it."""
-        arrays = [
-            np.zeros(
-                spec.example_shape
-                or [_warm_up_size(spec, axis) for axis in range(len(spec.shape))],
-                dtype=numpy_dtype(spec.datatype, spec.name),
-            )
-            for spec in self.signature.inputs
-        ]
+        arrays = self._zeros()
         try:
             outputs = self.forward(arrays)
         except Exception as error:
