@@ -87,7 +87,7 @@ def serve(model_dir: Path, core: int, extra: list[str]) -> tuple[subprocess.Pope
         command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # --compile compiles before ready
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
