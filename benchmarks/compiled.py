@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import requests
 import torch
 
 from benchmarks.harness import Payload, run_wrk
-from benchmarks.images import MODEL, serve
+from benchmarks.images import MODEL, check, serve
 
 BATCH = (8, 3, 64, 64)
 
@@ -92,18 +91,6 @@ def payload(array: np.ndarray) -> Payload:
     return Payload(array, header + raw, "application/octet-stream", len(header))
 
 
-def check(url: str, body: Payload, expected: np.ndarray) -> None:
-    headers = {
-        "Content-Type": body.content_type,
-        "Inference-Header-Content-Length": str(body.header_length),
-    }
-    response = requests.post(f"{url}/v2/models/{MODEL}/infer", data=body.body, headers=headers)
-    response.raise_for_status()
-    start = int(response.headers["Inference-Header-Content-Length"])
-    got = np.frombuffer(response.content[start:], "<f4").reshape(expected.shape)
-    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -133,7 +120,7 @@ def main() -> int:
             process, url = serve(model_dir, args.server_core, extra)
             startup = time.monotonic() - started
             try:
-                check(url, body, expected)
+                check(url, body, expected, rtol=1e-3, atol=1e-4)
                 rates = []
                 for _ in range(args.slices):
                     result = run_wrk(f"{url}/v2/models/{MODEL}/infer", body, args, args.seconds)

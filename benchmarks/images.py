@@ -101,7 +101,10 @@ def serve(model_dir: Path, core: int, extra: list[str]) -> tuple[subprocess.Pope
     raise RuntimeError("the predictor did not become ready")
 
 
-def check(url: str, payload: Payload, expected: np.ndarray) -> None:
+def check(
+    url: str, payload: Payload, expected: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5
+) -> None:
+    """One V2 binary request, its FP32 answer compared with what torch computed."""
     headers = {
         "Content-Type": payload.content_type,
         "Inference-Header-Content-Length": str(payload.header_length),
@@ -110,7 +113,7 @@ def check(url: str, payload: Payload, expected: np.ndarray) -> None:
     response.raise_for_status()
     start = int(response.headers["Inference-Header-Content-Length"])
     got = np.frombuffer(response.content[start:], "<f4").reshape(expected.shape)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
 
 
 def main() -> int:

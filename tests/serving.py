@@ -6,6 +6,7 @@ starts the server the same way a user does: `python -m predictor ...`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -137,6 +138,25 @@ class PredictorProcess:
             f"/v1/models/{name}",
         ]
         return {path: requests.get(self.http_url + path, timeout=5).status_code for path in paths}
+
+    def triton_grpc(self, request: dict) -> dict:
+        """Call this server with tritonclient's gRPC client, which must run in a process of
+        its own (tests/triton_grpc_client.py says why): what it got, as JSON."""
+        result = subprocess.run(
+            [
+                sys.executable,
+                "tests/triton_grpc_client.py",
+                self.grpc_target,
+                self.model_name,
+                json.dumps(request),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(result.stdout)
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
         """The server's log once it contains `text` (a line may be written just after the

@@ -176,28 +176,10 @@ def test_v1_strings_and_b64(echo):
 # ---------------------------------------------------------------- gRPC
 
 
-def triton_grpc(server, model: str, inputs: list[dict]) -> dict:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tests/triton_grpc_client.py",
-            server.grpc_target,
-            model,
-            json.dumps({"inputs": inputs}),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
-
-
 def test_tritonclient_grpc_round_trips_bytes(echo):
     data = [base64.b64encode(v).decode() for v in VALUES]
-    result = triton_grpc(
-        echo, "echo", [{"name": "data", "datatype": "BYTES", "shape": [len(VALUES)], "data": data}]
+    result = echo.triton_grpc(
+        {"inputs": [{"name": "data", "datatype": "BYTES", "shape": [len(VALUES)], "data": data}]}
     )
     output = result["outputs"]["echo"]
     assert output["datatype"] == "BYTES" and output["shape"] == [len(VALUES)]
@@ -288,17 +270,17 @@ def test_handler_from_model_json_serves_every_protocol(stats):
         "shape": [2],
         "data": ["short", "long"],
     }
-    grpc_result = triton_grpc(
-        stats,
-        "stats",
-        [
-            {
-                "name": "text",
-                "datatype": "BYTES",
-                "shape": [2],
-                "data": [base64.b64encode(t.encode()).decode() for t in texts],
-            }
-        ],
+    grpc_result = stats.triton_grpc(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "data": [base64.b64encode(t.encode()).decode() for t in texts],
+                }
+            ]
+        }
     )
     assert grpc_result["outputs"]["doubled_length"]["data"] == expected_length
     assert [base64.b64decode(v) for v in grpc_result["outputs"]["label"]["data"]] == [

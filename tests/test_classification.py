@@ -6,9 +6,6 @@ compared with torch.topk of the model run directly in torch."""
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ import tritonclient.http as httpclient
 
 from predictor import classification
 from tests import toy_models
-from tests.serving import REPO_ROOT, PredictorProcess
+from tests.serving import PredictorProcess
 
 pytestmark = pytest.mark.slow
 
@@ -186,26 +183,9 @@ def test_server_metadata_lists_the_extension(labelled):
 
 
 def triton_grpc(server, outputs: list[dict]) -> dict:
-    """tritonclient's gRPC client, in its own process (see the script)."""
-    request = {
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": list(X.shape), "data": X.tolist()}],
-        "outputs": outputs,
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tests/triton_grpc_client.py",
-            server.grpc_target,
-            server.model_name,
-            json.dumps(request),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    """tritonclient's gRPC client on X, asking for `outputs`."""
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(X.shape), "data": X.tolist()}
+    return server.triton_grpc({"inputs": [tensor], "outputs": outputs})
 
 
 @pytest.mark.parametrize("count", [2, 9])

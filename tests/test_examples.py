@@ -127,24 +127,6 @@ def b64(data: bytes) -> dict:
     return {"b64": base64.b64encode(data).decode()}
 
 
-def triton_grpc(server, model: str, inputs: list[dict]) -> dict:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tests/triton_grpc_client.py",
-            server.grpc_target,
-            model,
-            json.dumps({"inputs": inputs}),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
-
-
 # ---------------------------------------------------------------- images
 
 
@@ -225,8 +207,8 @@ def test_images_through_tritonclient_http_binary(image_model):
 def test_images_through_tritonclient_grpc(image_model):
     server, model_dir = image_model
     data = [base64.b64encode((model_dir / name).read_bytes()).decode() for name in IMAGES]
-    result = triton_grpc(
-        server, "cnn", [{"name": "image", "datatype": "BYTES", "shape": [3], "data": data}]
+    result = server.triton_grpc(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3], "data": data}]}
     )
     np.testing.assert_allclose(
         np.array(result["outputs"]["logits"]["data"]),
@@ -370,8 +352,8 @@ def test_sentences_through_tritonclient_binary_and_grpc(text_model):
     result = client.infer("sentiment", [infer_input])
     np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-5, atol=1e-5)
     data = [base64.b64encode(s.encode()).decode() for s in SENTENCES]
-    grpc_result = triton_grpc(
-        server, "sentiment", [{"name": "text", "datatype": "BYTES", "shape": [3], "data": data}]
+    grpc_result = server.triton_grpc(
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": data}]}
     )
     np.testing.assert_allclose(
         np.array(grpc_result["outputs"]["logits"]["data"]), expected, rtol=1e-5, atol=1e-5

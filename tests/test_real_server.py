@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ import torch
 import tritonclient.http as httpclient
 
 from tests import toy_models
-from tests.serving import REPO_ROOT, PredictorProcess
+from tests.serving import PredictorProcess
 
 pytestmark = pytest.mark.slow
 
@@ -59,33 +56,12 @@ def test_tritonclient_http(server, binary):
     np.testing.assert_array_equal(result.as_numpy("output-0"), torch_doubled(X))
 
 
-def triton_grpc(server, inputs: list[dict]) -> dict:
-    """Call the server with tritonclient's gRPC client (in its own process: see the script)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tests/triton_grpc_client.py",
-            server.grpc_target,
-            "doubler",
-            json.dumps({"inputs": inputs}),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
-
-
 def test_tritonclient_grpc_raw_contents(server):
     cases = [(np.int32, "INT32"), (np.float64, "FP64"), (np.uint8, "UINT8"), (np.float32, "FP32")]
     for dtype, datatype in cases:
         array = np.arange(10, dtype=dtype).reshape(2, 5)
-        result = triton_grpc(
-            server,
-            [{"name": "input-0", "datatype": datatype, "shape": [2, 5], "data": array.tolist()}],
-        )
+        tensor = {"name": "input-0", "datatype": datatype, "shape": [2, 5], "data": array.tolist()}
+        result = server.triton_grpc({"inputs": [tensor]})
         assert result["live"] and result["ready"]
         assert result["metadata"]["inputs"][0]["datatype"] == "FP32"
         output = result["outputs"]["output-0"]
@@ -134,9 +110,8 @@ def test_grpc_client_errors_are_statuses_without_tracebacks(server):
 
 
 def test_grpc_bad_input_is_invalid_argument(server):
-    result = triton_grpc(
-        server, [{"name": "wrong-name", "datatype": "FP32", "shape": [2], "data": [1, 2]}]
-    )
+    tensor = {"name": "wrong-name", "datatype": "FP32", "shape": [2], "data": [1, 2]}
+    result = server.triton_grpc({"inputs": [tensor]})
     assert result["error"]["status"] == "StatusCode.INVALID_ARGUMENT"
     assert "unknown input 'wrong-name'" in result["error"]["message"]
 
