@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    edge.install(
+    front = edge.install(
         model_server.app,
         {model.name: model},
         args.max_request_bytes,
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         max_connections=args.max_connections,
         model_name=model.name,
         on_drain=(model.health.start_draining,),
+        front=front.around,
     )
     grpc_service.install()
     # KServe's gRPC server reads its limits from KServe's own parsed arguments.

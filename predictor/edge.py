@@ -7,8 +7,8 @@ the request in the metrics and writes one JSON log line. A request is handled on
 its body has arrived whole: a client that disconnects before is logged as 499 (nginx's
 "client closed request"), and nothing is parsed or run. While the server drains
 (SIGTERM), every answer carries `Connection: close`. The predictor's endpoints
-(routes.py) are answered here directly, without the framework's per-request machinery;
-every other request goes on to KServe's app.
+(routes.py) are answered here directly, without the framework's middleware or routing;
+every other request goes on to KServe's app. The edge is the outermost app the server runs.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class Edge:
         self.too_slow = (
             f"request body not received: no data for {body_timeout:g} s (--body_timeout)"
         )
+
+    def around(self, inner):
+        """The edge in front of `inner`, the app as the server runs it."""
+        self.app = inner
+        return self
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -176,16 +181,11 @@ def install(
     max_request_bytes: int,
     latency_logging: bool,
     body_timeout: float = 30.0,
-) -> None:
-    """Put the edge in front of KServe's routes; call before ModelServer.start()."""
-    name = next(iter(models))
-    app.add_middleware(
-        Edge,
-        routes=Routes(models),
-        max_request_bytes=max_request_bytes,
-        model_name=name,
-        body_timeout=body_timeout,
-    )
+) -> Edge:
+    """The edge for KServe's app; call before ModelServer.start(). The server runs the
+    edge as the outermost app (http_server.install(front=edge.around)), so the predictor's
+    routes skip the framework's middleware stack; everything else goes on to `app`."""
+    edge = Edge(app, Routes(models), max_request_bytes, next(iter(models)), body_timeout)
     document(app)
     # Raised by the edge's receive inside KServe's own routes: answered with their status,
     # not as the InvalidInput (400) they also are.
@@ -193,6 +193,7 @@ def install(
     app.add_exception_handler(RequestTimeout, _refusal)
     if not latency_logging:
         app.router.on_startup.append(lambda: _drop_timing_middleware(app))
+    return edge
 
 
 async def _refusal(request, error: Exception) -> Response:

@@ -30,6 +30,8 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
+from typing import Any
 
 from kserve.protocol.rest import server as kserve_rest_server
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -175,11 +177,20 @@ class DrainingServer(kserve_rest_server._RefreshingServer):
     protocol: type[GuardedProtocol] = GuardedProtocol
     drain_seconds: float = 5.0
     on_drain: tuple = ()
+    # Wraps the app as uvicorn runs it (after its proxy-headers middleware): the edge.
+    front: Callable[[Any], Any] | None = None
 
     def __init__(self, config) -> None:
         config.http = self.protocol
         super().__init__(config)
         self._drain_deadline: float | None = None
+
+    async def serve(self, sockets=None) -> None:
+        if not self.config.loaded:
+            self.config.load()
+            if self.front is not None:
+                self.config.loaded_app = self.front(self.config.loaded_app)
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame) -> None:
         if self._drain_deadline is None and not self.should_exit:  # type: ignore[has-type]
@@ -244,6 +255,7 @@ def install(
     max_connections: int,
     model_name: str,
     on_drain: tuple,
+    front: Callable[[Any], Any] | None = None,
 ) -> None:
     """Have ModelServer's REST server be the guarded, draining one (call before it
     starts): KServe's RESTServer builds its server from this module-level name."""
@@ -261,4 +273,5 @@ def install(
     Server.protocol = Protocol
     Server.drain_seconds = drain_seconds
     Server.on_drain = on_drain
+    Server.front = staticmethod(front) if front else None  # type: ignore[assignment]
     kserve_rest_server._RefreshingServer = Server  # type: ignore[misc]

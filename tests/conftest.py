@@ -30,11 +30,11 @@ def client(demo_model: TorchModel) -> TestClient:
 
     repository = ModelRepository()
     repository.update(demo_model)
-    edge.install(
+    front = edge.install(
         app, {demo_model.name: demo_model}, max_request_bytes=1024 * 1024, latency_logging=False
     )
     RESTServer(
         app, DataPlane(model_registry=repository), ModelRepositoryExtension(repository), 0
     ).create_application()
-    with TestClient(app) as test_client:
+    with TestClient(front) as test_client:
         yield test_client
