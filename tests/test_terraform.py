@@ -502,12 +502,14 @@ def test_role_bindings_name_the_accounts_stage_01_creates():
         assert name in accounts
         assert email == f"github-{name}@my-project.iam.gserviceaccount.com"
     bindings = resources("kubernetes_role_binding_v1", "03-kserve")
-    assert bindings["canary"]["subject"][0]["name"] == '${local.github_account_email["canary"]}'
-    assert bindings["promoter"]["subject"][0]["name"] == '${local.github_account_email["promoter"]}'
-    assert (
-        bindings["promoter"]["role_ref"][0]["name"]
-        == "${kubernetes_role_v1.promoter.metadata[0].name}"
-    )
+    own = bindings["github"]
+    assert own["for_each"] == {
+        "canary": "${kubernetes_role_v1.canary}",
+        "promoter": "${kubernetes_role_v1.promoter}",
+    }
+    assert own["subject"][0]["name"] == "${local.github_account_email[each.key]}"
+    assert own["role_ref"][0]["name"] == "${each.value.metadata[0].name}"
+    assert set(bindings) == {"github", "gateway_reader"}
 
 
 def test_account_ids_fit_for_every_valid_cluster_name():

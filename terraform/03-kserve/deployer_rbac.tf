@@ -73,37 +73,26 @@ resource "kubernetes_role_v1" "gateway_reader" {
   }
 }
 
-resource "kubernetes_role_binding_v1" "canary" {
-  metadata {
-    name      = "github-canary"
-    namespace = kubernetes_role_v1.canary.metadata[0].namespace
+# Each account its own Role.
+resource "kubernetes_role_binding_v1" "github" {
+  for_each = {
+    canary   = kubernetes_role_v1.canary
+    promoter = kubernetes_role_v1.promoter
   }
-  role_ref {
-    api_group = "rbac.authorization.k8s.io"
-    kind      = "Role"
-    name      = kubernetes_role_v1.canary.metadata[0].name
-  }
-  subject {
-    api_group = "rbac.authorization.k8s.io"
-    kind      = "User"
-    name      = local.github_account_email["canary"]
-  }
-}
 
-resource "kubernetes_role_binding_v1" "promoter" {
   metadata {
-    name      = "github-promoter"
-    namespace = kubernetes_role_v1.promoter.metadata[0].namespace
+    name      = each.value.metadata[0].name
+    namespace = each.value.metadata[0].namespace
   }
   role_ref {
     api_group = "rbac.authorization.k8s.io"
     kind      = "Role"
-    name      = kubernetes_role_v1.promoter.metadata[0].name
+    name      = each.value.metadata[0].name
   }
   subject {
     api_group = "rbac.authorization.k8s.io"
     kind      = "User"
-    name      = local.github_account_email["promoter"]
+    name      = local.github_account_email[each.key]
   }
 }
 
