@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from kserve.errors import InvalidInput
 
 from .bytes_tensors import object_array
@@ -142,18 +141,10 @@ def apply(
 # ---------------------------------------------------------------- V1
 
 
-def v1_parameter(body: bytes) -> bool | int | None:
-    """What a V1 body's `"parameters": {"classification": ...}` asks: True (each instance's
-    top class), k (its top k), or None (raw outputs, as without the parameter). Read only
-    from bodies that mention it, so every other V1 request is parsed once."""
-    if b'"classification"' not in body:
-        return None
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None  # the codec has said what is wrong with it
-    params = document.get("parameters") if isinstance(document, dict) else None
-    value = params.get(PARAMETER) if isinstance(params, dict) else None
+def v1_parameter(parameters: dict) -> bool | int | None:
+    """What a V1 request's `"parameters": {"classification": ...}` asks: True (each
+    instance's top class), k (its top k), or None (raw outputs, as without the parameter)."""
+    value = parameters.get(PARAMETER)
     if value is None or value is False:
         return None
     if value is True:

@@ -419,13 +419,24 @@ def encode_grpc(model_name: str, request: V2Request, outputs: dict[str, np.ndarr
     return with_raw_contents(response, contents)
 
 
-def decode_v1_body(body: bytes, input_names: list[str], datatypes: list[str | None]) -> dict:
-    """A V1 request body -> named numpy inputs (see decode_v1)."""
+@dataclass
+class V1Request:
+    """A decoded V1 request: named numpy inputs, and its "parameters" object (if any)."""
+
+    inputs: dict[str, np.ndarray]
+    parameters: dict = field(default_factory=dict)
+
+
+def decode_v1_body(body: bytes, input_names: list[str], datatypes: list[str | None]) -> V1Request:
+    """A V1 request body -> named numpy inputs (see decode_v1) and its parameters."""
     if len(input_names) == 1 and datatypes[0] in FLOAT_DATATYPES:
         flat = _flat_v1_numbers(body)
         if flat is not None:
-            return {input_names[0]: flat.astype(V2_TO_NUMPY[datatypes[0]])}
-    return decode_v1(parse_json(body), input_names, datatypes)
+            return V1Request({input_names[0]: flat.astype(V2_TO_NUMPY[datatypes[0]])})
+    document = parse_json(body)
+    inputs = decode_v1(document, input_names, datatypes)
+    parameters = document.get("parameters")
+    return V1Request(inputs, parameters if isinstance(parameters, dict) else {})
 
 
 FLOAT_DATATYPES = ("FP16", "FP32", "FP64")

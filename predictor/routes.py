@@ -148,9 +148,9 @@ class Routes:
         try:
             model = self.model(request.path_params["model_name"])
             _require_json(request)
-            inputs = codec.decode_v1_body(request.body, model.input_names, model.input_datatypes)
-            classes = classification.v1_parameter(request.body)
-            outputs = await model.run(inputs, request.headers)
+            v1 = codec.decode_v1_body(request.body, model.input_names, model.input_datatypes)
+            classes = classification.v1_parameter(v1.parameters)
+            outputs = await model.run(v1.inputs, request.headers)
             if classes is not None:
                 predictions = classification.v1_predictions(outputs, classes, model.labels)
                 return HttpResponse(200, codec.dumps({"predictions": predictions}))

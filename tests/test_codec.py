@@ -30,7 +30,7 @@ def general(body: bytes) -> np.ndarray:
 def test_fast_path_matches_general_path(document):
     body = orjson.dumps(document)
     assert codec._flat_v1_numbers(body) is not None  # the fast path takes it
-    fast = codec.decode_v1_body(body, NAMES, TYPES)["input-0"]
+    fast = codec.decode_v1_body(body, NAMES, TYPES).inputs["input-0"]
     assert fast.dtype == np.float32 and fast.flags.writeable
     np.testing.assert_array_equal(fast, general(body))
 
@@ -58,10 +58,12 @@ def test_other_bodies_take_the_general_path(body):
         with pytest.raises(InvalidInput, match="^" + re.escape(str(error)) + "$"):
             codec.decode_v1_body(body, NAMES, TYPES)
     else:
-        np.testing.assert_array_equal(codec.decode_v1_body(body, NAMES, TYPES)["input-0"], expected)
+        np.testing.assert_array_equal(
+            codec.decode_v1_body(body, NAMES, TYPES).inputs["input-0"], expected
+        )
 
 
 def test_untyped_inputs_keep_integers():
     """Without a declared float datatype (like /api/predict), ints stay ints: no fast path."""
-    decoded = codec.decode_v1_body(b'{"instances": [1, 2]}', NAMES, [None])["input-0"]
+    decoded = codec.decode_v1_body(b'{"instances": [1, 2]}', NAMES, [None]).inputs["input-0"]
     assert decoded.dtype == np.int64 and decoded.tolist() == [1, 2]
