@@ -95,6 +95,9 @@ class TorchModel(Model):
         self._memory_failures = 0  # out-of-memory errors in a row the warm-up input failed too
         self._in_flight_gauge = IN_FLIGHT.labels(name)
         self.decoders = Decoders({}, {})
+        self.wire_inputs: list[TensorSpec] = []
+        self.input_names: list[str] = []
+        self.input_datatypes: list[str | None] = []
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -112,6 +115,11 @@ class TorchModel(Model):
             self.decoders = build_decoders(self.loaded.signature, self.loaded.path.parent)
         except SignatureError as error:
             raise ModelLoadError(str(error)) from None
+        # The inputs as clients send them (a decoded image or text input is BYTES), fixed
+        # from here on: metadata, and the names and datatypes V1 requests are read against.
+        self.wire_inputs = self.decoders.wire_inputs(self.signature.inputs)
+        self.input_names = [spec.name for spec in self.wire_inputs]
+        self.input_datatypes = [spec.datatype for spec in self.wire_inputs]
         if options.dtype and options.dtype != "float32":
             self.compute_dtype = TORCH_DTYPES[options.dtype]
             self.loaded.module.to(self.compute_dtype)
@@ -231,21 +239,8 @@ class TorchModel(Model):
         """The inputs as clients send them (a decoded image or text input is BYTES)."""
         return [spec.metadata() for spec in self.wire_inputs]
 
-    @property
-    def wire_inputs(self) -> list[TensorSpec]:
-        return self.decoders.wire_inputs(self.signature.inputs)
-
-    @property
-    def input_names(self) -> list[str]:
-        """The names V1 requests are read against, as clients send them."""
-        return [spec.name for spec in self.wire_inputs]
-
     def get_output_types(self) -> list[dict]:
         return [spec.metadata() for spec in self.signature.outputs]
-
-    @property
-    def input_datatypes(self) -> list[str | None]:
-        return [spec.datatype for spec in self.wire_inputs]
 
     # ---- the core: named arrays in, named arrays out -----------------------------------------
 
