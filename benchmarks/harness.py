@@ -139,7 +139,7 @@ class ServerSpec:
     description: str
     scenarios: set[str]
     command: Callable[[Ports], list[str]]
-    ready_path: str = f"/v2/models/{MODEL}/ready"
+    ready_path: str | None = f"/v2/models/{MODEL}/ready"  # None: gRPC ServerReady
     env: Callable[[Ports], dict[str, str]] = lambda ports: {}
     venv: str | None = None  # a peer's own venv, created by run.sh
 
@@ -194,6 +194,19 @@ SERVERS = [
         ready_path="/",
     ),
     ServerSpec(
+        "grpc_ceiling",
+        "grpcio (asyncio) server answering a constant 100k FP32 ModelInferResponse (the gRPC "
+        "ceiling; does no work)",
+        {"grpc_100k"},
+        lambda p: [
+            sys.executable,
+            "benchmarks/baselines/grpc_ceiling.py",
+            "--port",
+            str(p.grpc),
+        ],
+        ready_path=None,
+    ),
+    ServerSpec(
         "mlserver",
         "Seldon MLServer custom runtime doing x*2 (NumpyCodec)",
         {"v2_json_100k", "grpc_100k"},
@@ -232,6 +245,19 @@ SERVERS = [
 ]
 
 
+def grpc_server_ready(target: str) -> bool:
+    """ServerReady answered (any answer) by a server that speaks only gRPC."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        server_ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady")
+        try:
+            server_ready(b"", timeout=1)
+        except grpc.RpcError:
+            return False
+    return True
+
+
 class RunningServer:
     """One server process (and its children) in a session of its own, pinned to a core."""
 
@@ -265,13 +291,18 @@ class RunningServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"exited with {self.process.returncode}, see {self.log_path}")
-            try:
-                if requests.get(self.url + self.spec.ready_path, timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
+            if self.ready():
+                return
             time.sleep(0.3)
         raise TimeoutError(f"not ready after {timeout:.0f}s, see {self.log_path}")
+
+    def ready(self) -> bool:
+        if self.spec.ready_path is None:
+            return grpc_server_ready(self.grpc_target)
+        try:
+            return requests.get(self.url + self.spec.ready_path, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
 
     def stop(self) -> None:
         if self.process is None:
@@ -417,6 +448,8 @@ def check(server: RunningServer, scenario: Scenario, payload: Payload) -> None:
         from benchmarks import grpc_load
 
         got = grpc_load.infer_once(server.grpc_target, MODEL, payload.values).ravel()
+        if server.spec.name == "grpc_ceiling":
+            return  # the ceiling answers a constant by design
     else:
         headers = {"Content-Type": payload.content_type}
         if payload.header_length is not None:
@@ -482,12 +515,19 @@ class Row:
 
 
 TARGETS = [  # (scenario, metric, at least / at most, bound, compared with)
+    # "compared with" is a server in the same scenario, or "scenario/server".
     ("v1_small", "cpu", "<=", 0.6, "stock"),
+    ("v1_small", "rps", ">=", 0.4, "raw_asgi"),
+    ("v1_small", "cpu", "<=", 2.5, "raw_asgi"),
+    ("api_predict_small", "rps", ">=", 1.5, "fastapi"),
+    ("api_predict_small", "rps", ">=", 0.4, "raw_asgi"),
+    ("api_predict_small", "cpu", "<=", 2.5, "raw_asgi"),
     ("v2_json_100k", "rps", ">=", 10.0, "stock"),
     ("v2_binary_100k", "rps", ">=", 20.0, "stock"),
     ("v1_100k", "rps", ">=", 1.5, "stock"),
-    ("grpc_100k", "rps", ">=", 1.0, "stock"),
-    ("api_predict_small", "rps", ">=", 1.5, "fastapi"),
+    ("grpc_100k", "rps", ">=", 1.5, "stock"),
+    ("grpc_100k", "rps", ">=", 0.7, "grpc_ceiling"),
+    ("grpc_100k", "cpu", "<=", 1.3, "v2_binary_100k/predictor"),
 ]
 
 
@@ -516,7 +556,8 @@ def write_report(rows: list[Row], args: argparse.Namespace, skipped: dict[str, s
         "",
         "req/s over all slices; p50/p99: median over slices; CPU: server CPU time (all its "
         "processes) per request. Ratios are to `stock` in the same run (`/api/predict`: to "
-        "`fastapi`).",
+        "`fastapi`); the raw_asgi and grpc_ceiling rows are what the server software itself "
+        "can do answering a constant.",
         "",
         "| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs ref | CPU vs ref |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -536,7 +577,9 @@ def write_report(rows: list[Row], args: argparse.Namespace, skipped: dict[str, s
         )
     lines += ["", "## Targets (predictor vs reference, this run)", ""]
     for scenario, metric, op, bound, reference in TARGETS:
-        row, ref = by_key.get((scenario, "predictor")), by_key.get((scenario, reference))
+        other_scenario, _, other_server = reference.rpartition("/")
+        row = by_key.get((scenario, "predictor"))
+        ref = by_key.get((other_scenario or scenario, other_server))
         value = ratio(row, ref, metric) if row and ref else None
         if value is None:
             lines.append(f"- {scenario}: {metric} vs {reference}: not measured")
