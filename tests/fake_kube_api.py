@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import subprocess
@@ -51,9 +52,15 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 PATH = re.compile(
-    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<namespace>[^/]+)"
+    r"^/(?:apis/(?P<group>[^/]+)/(?P<version>[^/]+)|api/v1)/namespaces/(?P<namespace>[^/]+)"
     r"/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?/?$"
 )
+# The API server's proxy to a Service: /api/v1/namespaces/NS/services/NAME[:PORT]/proxy/PATH
+SERVICE_PROXY = re.compile(
+    r"^/api/v1/namespaces/(?P<namespace>[^/]+)/services/(?P<service>[^/:]+)(?::(?P<port>[^/]+))?"
+    r"/proxy(?P<path>/.*)?$"
+)
+TOKEN = "test-token"  # the bearer token kubeconfig() writes
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -149,6 +156,10 @@ class FakeKubeAPI:
         self.patches: list[tuple[str, object]] = []  # (content type, body) of every PATCH
         self.on_write: list[Callable[[str, str], None]] = []  # (collection, name) after writes
         self.errors: list[str] = []  # exceptions of the on_write hooks
+        # (namespace, service, port) -> the URL the service proxy forwards to, or None when the
+        # Service has no ready endpoints; set by a controller simulator.
+        self.service_backend: Callable[[str, str, str | None], str | None] = lambda *a: None
+        self.proxied: list[tuple[str, str]] = []  # (service, path) of every proxied request
         self._rv = 0
         self._changed = threading.Condition()
         self._stopping = False
@@ -165,7 +176,7 @@ class FakeKubeAPI:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": "test-token"}}],
+            "users": [{"name": "tester", "user": {"token": TOKEN}}],
             "contexts": [
                 {
                     "name": "fake",
@@ -203,6 +214,40 @@ class FakeKubeAPI:
             self.events.append((self._rv, collection, event, copy.deepcopy(obj)))
             self._changed.notify_all()
             return copy.deepcopy(obj)
+
+    def delete(self, collection: str, name: str) -> None:
+        with self._changed:
+            obj = self.objects.pop((collection, name))
+            self._rv += 1
+            self.events.append((self._rv, collection, "DELETED", obj))
+            self._changed.notify_all()
+
+    def list(self, collection: str) -> list[dict]:
+        with self._changed:
+            return [copy.deepcopy(o) for (c, _), o in self.objects.items() if c == collection]
+
+    def put(self, collection: str, obj: dict) -> dict:
+        """What a controller's create-or-update of an object it owns does (no validation: not
+        an InferenceService); `generation` goes up when `spec` changes, and an update that
+        changes nothing writes nothing."""
+        obj = copy.deepcopy(obj)
+        name = obj["metadata"]["name"]
+        with self._changed:
+            current = self.objects.get((collection, name))
+            if current is None:
+                obj["metadata"].update(uid=str(uuid.uuid4()), generation=1)
+                return self._store(collection, obj, "ADDED")
+            generation = current["metadata"]["generation"]
+            if obj.get("spec") != current.get("spec"):
+                generation += 1
+            obj["metadata"].update(
+                uid=current["metadata"]["uid"],
+                generation=generation,
+                resourceVersion=current["metadata"]["resourceVersion"],
+            )
+            if obj == current:
+                return copy.deepcopy(current)
+            return self._store(collection, obj, "MODIFIED")
 
     def _validate(self, obj: dict) -> None:
         errors = self.validator(obj) if self.validator else []
@@ -321,6 +366,32 @@ class FakeKubeAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _proxy(self, method: str, match: re.Match, data: bytes) -> None:
+                """The API server's service proxy: authenticated, to a ready endpoint."""
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
+                service = match["service"]
+                backend = api.service_backend(match["namespace"], service, match["port"])
+                if backend is None:
+                    raise ApiError(
+                        503, "ServiceUnavailable", f'no endpoints available for service "{service}"'
+                    )
+                path = match["path"] or "/"
+                query = urlsplit(self.path).query
+                api.proxied.append((service, path))
+                answer = requests.request(
+                    method,
+                    backend + path + (f"?{query}" if query else ""),
+                    data=data,
+                    headers={"Content-Type": self.headers.get("Content-Type", "")},
+                    timeout=30,
+                )
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", ""))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
             def _serve(self, method: str) -> None:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
@@ -328,6 +399,9 @@ class FakeKubeAPI:
                 length = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(length) if length else b""
                 try:
+                    proxy = SERVICE_PROXY.match(url.path)
+                    if proxy:
+                        return self._proxy(method, proxy, data)
                     if not match:
                         raise ApiError(404, "NotFound", f"no route for {url.path}")
                     collection = url.path[: match.start("plural")] + match["plural"]
@@ -382,6 +456,8 @@ class FakeKubeAPI:
                     return self._reply(err.code, err.body())
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                except requests.RequestException as err:  # the proxied backend failed
+                    return self._reply(503, ApiError(503, "ServiceUnavailable", str(err)).body())
 
             def do_GET(self) -> None:
                 self._serve("GET")
@@ -504,6 +580,7 @@ class KServeSimulator:
             ]
             status = {  # 5.
                 "observedGeneration": obj["metadata"]["generation"],
+                "deploymentMode": "Knative",
                 "url": f"http://{name}.{namespace}.example.com",
                 "conditions": conditions,
                 "components": {
@@ -568,6 +645,286 @@ class KServeSimulator:
             do_GET = do_POST = _forward
 
         return Proxy
+
+
+# --- KServe in Standard (RawDeployment) mode, simulated ---------------------------------------
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"
+SERVICES = "/api/v1/namespaces/{namespace}/services"
+HTTPROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes"
+STANDARD_MODES = ("Standard", "RawDeployment")
+# Predictor fields that shape replicas and autoscaling, not the pods.
+SCALING_FIELDS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling")
+CANARY_AUTOSCALING_FIELDS = ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling")
+
+
+def _mode(obj: dict) -> str:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return annotations.get("serving.kserve.io/deploymentMode") or "Standard"
+
+
+def kserve_webhook(obj: dict) -> list[str]:
+    """KServe 0.21's validating webhook for `spec.canary` (inference_service_validation.go),
+    with its messages."""
+    canaries = (obj.get("spec") or {}).get("canary") or []
+    if not canaries:
+        return []
+    if _mode(obj) not in STANDARD_MODES:
+        return ["canary is only supported in Standard deployment mode"]
+    stable = obj["spec"].get("predictor") or {}
+    errors, seen = [], set()
+    for index, canary in enumerate(canaries):
+        predictor = canary.get("predictor") or {}
+        name = predictor.get("name")
+        if not name:
+            errors.append(f"canary[{index}] predictor.name is required")
+            continue
+        if name in seen:
+            errors.append(f"canary predictor.name {name!r} is duplicated")
+        seen.add(name)
+        if name == stable.get("name"):
+            errors.append(f"canary predictor.name {name!r} conflicts with stable predictor name")
+        if not 0 <= int(canary.get("trafficPercent", -1)) <= 100:
+            errors.append("trafficPercent must be between 0 and 100")
+        if predictor.get("workerSpec"):
+            errors.append("must not set workerSpec (multi-node is not yet supported for canary)")
+        for field_name in CANARY_AUTOSCALING_FIELDS:
+            value = predictor.get(field_name)
+            refused = (value or 0) > 0 if field_name == "maxReplicas" else bool(value)
+            if refused:
+                errors.append(
+                    f"canary {name!r} must not set {field_name} (canary uses fixed replicas)"
+                )
+        stable_min = stable.get("minReplicas", 1)
+        if predictor.get("minReplicas", 0) > stable_min:
+            errors.append(
+                f"canary {name!r} minReplicas ({predictor['minReplicas']}) must not exceed stable "
+                f"predictor minReplicas ({stable_min})"
+            )
+    total = sum(int(c.get("trafficPercent") or 0) for c in canaries)
+    if total > 100:
+        errors.append(f"sum of canary trafficPercent values ({total}) must be <= 100")
+    return errors
+
+
+def _overlaid(stable: dict, canary: dict) -> dict:
+    """mergo.Merge(stable, canary, WithOverride): objects merge, anything else is replaced."""
+    result = copy.deepcopy(stable)
+    for key, value in canary.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _overlaid(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+class KServeStandardSimulator:
+    """KServe's controller for Standard-mode InferenceServices with `spec.canary`, reduced to
+    what a rollout sees. After each write it reconciles, as the real one does:
+    1. A Deployment and a Service per predictor: `{isvc}-predictor` (or `{isvc}-{name}-predictor`
+       when `spec.predictor.name` is set) for the stable one, `{isvc}-{name}-predictor` for each
+       canary, whose spec is the stable's with the canary's fields laid over it. The pod template
+       is that spec less its name and scaling fields; a Deployment whose template is unchanged
+       is left alone (no rollout, no restart), and Deployments and Services of the isvc that no
+       predictor names any more are deleted.
+    2. A Deployment is available when `backends` maps its model (`storageUri`, else the image)
+       to the URL of a real predictor process and it has replicas: a canary's are its
+       `minReplicas`, else ceil(stable minReplicas x percent / 100) (at least 1 unless the
+       autoscaler class is `none`); the stable's minReplicas less the ready canaries', at least 1.
+    3. The HTTPRoute `{isvc}-predictor`: the stable Service weighted 100 less the ready canaries'
+       percents, each ready canary its percent.
+    4. Status: observedGeneration, deploymentMode Standard, url, conditions (PredictorReady,
+       IngressReady, Ready, and CanaryPredictorReady while there are canaries), canaryStatuses
+       and components.predictor.url.
+    The API server's service proxy reaches a Service's backend while its Deployment is available.
+    """
+
+    def __init__(self, api: FakeKubeAPI, backends: dict[str, str]):
+        self.api = api
+        self.backends = backends
+        self.available: dict[tuple[str, str], str] = {}  # (namespace, service) -> backend URL
+        self._lock = threading.Lock()
+        api.on_write.append(self.reconcile)
+        api.service_backend = lambda namespace, service, port: self.available.get(
+            (namespace, service)
+        )
+
+    def _backend(self, template: dict) -> str | None:
+        model = template.get("model") or {}
+        containers = template.get("containers") or [{}]
+        env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
+        key = model.get("storageUri") or env.get("STORAGE_URI") or model.get("image")
+        return self.backends.get(key or containers[0].get("image") or "")
+
+    def reconcile(self, collection: str, name: str) -> None:
+        if not collection.endswith("/inferenceservices"):
+            return
+        with self._lock:
+            obj = self.api.get(collection, name)
+            if _mode(obj) not in STANDARD_MODES:
+                return
+            namespace = obj["metadata"]["namespace"]
+            annotations = obj["metadata"].get("annotations") or {}
+            fixed = annotations.get("serving.kserve.io/autoscalerClass") == "none"
+            stable = obj["spec"]["predictor"]
+            stable_min = stable.get("minReplicas")
+            predictors = []  # (service name, role, spec, replicas, canary entry)
+            for entry in obj["spec"].get("canary") or []:
+                canary = entry["predictor"]
+                replicas = canary.get("minReplicas")
+                if replicas is None:
+                    replicas = math.ceil((stable_min or 1) * int(entry["trafficPercent"]) / 100)
+                if not fixed:
+                    replicas = max(replicas, 1)  # an HPA's minimum
+                service = f"{name}-{canary['name']}-predictor"
+                predictors.append((service, "canary", _overlaid(stable, canary), replicas, entry))
+            ready_canaries = [p for p in predictors if p[3] > 0 and self._backend(p[2]) is not None]
+            stable_replicas = stable_min or 1
+            if stable_min is not None:
+                stable_replicas = max(1, stable_min - sum(p[3] for p in ready_canaries))
+            stable_service = (
+                f"{name}-{stable['name']}-predictor" if stable.get("name") else f"{name}-predictor"
+            )
+            predictors.insert(0, (stable_service, "stable", stable, stable_replicas, None))
+
+            ready: dict[str, bool] = {}
+            for service, _, predictor_spec, replicas, _ in predictors:  # 1. and 2.
+                backend = self._backend(predictor_spec)
+                ready[service] = backend is not None and replicas > 0
+                self._apply(namespace, name, service, predictor_spec, replicas, ready[service])
+                if ready[service]:
+                    self.available[(namespace, service)] = backend
+                else:
+                    self.available.pop((namespace, service), None)
+            self._delete_orphans(namespace, name, {p[0] for p in predictors})
+
+            weights = [(stable_service, 0)]  # 3.
+            for service, _, _, _, entry in predictors[1:]:
+                if ready[service]:
+                    weights.append((service, int(entry["trafficPercent"])))
+            weights[0] = (stable_service, 100 - sum(w for _, w in weights[1:]))
+            self.api.put(
+                HTTPROUTES.format(namespace=namespace),
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "HTTPRoute",
+                    "metadata": {"name": f"{name}-predictor", "namespace": namespace},
+                    "spec": {
+                        "hostnames": [f"{name}-predictor-{namespace}.example.com"],
+                        "rules": [
+                            {
+                                "backendRefs": [
+                                    {"name": service, "port": 80, "weight": weight}
+                                    for service, weight in weights
+                                ]
+                            }
+                        ],
+                    },
+                },
+            )
+            self.api.update_status(collection, name, self._status(obj, predictors, ready))
+
+    def _apply(
+        self, namespace: str, isvc: str, service: str, spec: dict, replicas: int, ready: bool
+    ) -> None:
+        labels = {
+            "serving.kserve.io/inferenceservice": isvc,
+            "component": "predictor",
+            "app": f"isvc.{service}",
+        }
+        pod_spec = {k: v for k, v in spec.items() if k not in (*SCALING_FIELDS, "name")}
+        pod_spec.pop("canaryTrafficPercent", None)
+        self.api.put(
+            DEPLOYMENTS.format(namespace=namespace),
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": service, "namespace": namespace, "labels": labels},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": f"isvc.{service}"}},
+                    "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                },
+                "status": {"availableReplicas": replicas if ready else 0},
+            },
+        )
+        self.api.put(
+            SERVICES.format(namespace=namespace),
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": service, "namespace": namespace, "labels": labels},
+                "spec": {
+                    "selector": {"app": f"isvc.{service}"},
+                    "ports": [{"name": "http1", "port": 80, "targetPort": 8080}],
+                },
+            },
+        )
+
+    def _delete_orphans(self, namespace: str, isvc: str, wanted: set[str]) -> None:
+        for template in (DEPLOYMENTS, SERVICES):
+            collection = template.format(namespace=namespace)
+            for owned in self.api.list(collection):
+                labels = owned["metadata"].get("labels") or {}
+                mine = labels.get("serving.kserve.io/inferenceservice") == isvc
+                if mine and owned["metadata"]["name"] not in wanted:
+                    self.api.delete(collection, owned["metadata"]["name"])
+                    self.available.pop((namespace, owned["metadata"]["name"]), None)
+
+    def _status(self, obj: dict, predictors: list, ready: dict[str, bool]) -> dict:
+        name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stable_service = predictors[0][0]
+
+        def condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict:
+            entry = {"type": kind, "status": "True" if ok else "False", "lastTransitionTime": now}
+            if reason:
+                entry["reason"] = reason
+            if message:
+                entry["message"] = message
+            return entry
+
+        stable_ok = ready[stable_service]
+        conditions = [
+            condition("IngressReady", True),
+            condition(
+                "PredictorReady",
+                stable_ok,
+                *(() if stable_ok else ("MinimumReplicasUnavailable", "no available replicas")),
+            ),
+            condition("Ready", stable_ok),
+        ]
+        canary_statuses = [
+            {
+                "name": entry["predictor"]["name"],
+                "ready": ready[service],
+                "trafficPercent": int(entry["trafficPercent"]),
+            }
+            for service, _, _, _, entry in predictors[1:]
+        ]
+        if canary_statuses:
+            all_ready = all(c["ready"] for c in canary_statuses)
+            conditions.append(
+                condition(
+                    "CanaryPredictorReady",
+                    all_ready,
+                    "AllCanariesReady" if all_ready else "CanariesNotReady",
+                )
+            )
+        status: dict = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "deploymentMode": "Standard",
+            "url": f"http://{name}-{namespace}.example.com",
+            "conditions": conditions,
+            "components": {"predictor": {}},
+        }
+        if stable_ok:
+            status["components"]["predictor"]["url"] = (
+                f"http://{stable_service}-{namespace}.example.com"
+            )
+        if canary_statuses:
+            status["canaryStatuses"] = canary_statuses
+        return status
 
 
 # --- running the CLI as the delivery workflow does ---------------------------------------------

@@ -44,7 +44,11 @@ def model_shaped(storage_uri: str = OLD) -> dict:
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": "torch", "namespace": "ml"},
+        "metadata": {
+            "name": "torch",
+            "namespace": "ml",
+            "annotations": {spec.DEPLOYMENT_MODE_ANNOTATION: "Knative"},
+        },
         "spec": {
             "predictor": {"model": {"modelFormat": {"name": "pytorch"}, "storageUri": storage_uri}}
         },
@@ -373,7 +377,7 @@ def test_start_with_an_image_changes_the_serving_container(cluster):
 def test_raw_deployment_mode_cannot_canary():
     isvc = manifest()
     isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
-    with pytest.raises(spec.RolloutError, match="Knative"):
+    with pytest.raises(spec.RolloutError, match="not in Knative mode: its canaries are spec"):
         spec.start_patch(isvc, 10, None, NEW)
 
 

@@ -1,7 +1,8 @@
 """`python -m predictor.rollout run` end to end: the fake Kubernetes API server with KServe
 simulated (tests/fake_kube_api.py), and real predictor processes (`python -m predictor` on
-127.0.0.1) standing in for the revisions. The simulator maps each revision's STORAGE_URI to one
-of them:
+127.0.0.1) standing in for the revisions (Knative mode) or the variants' Deployments (Standard
+mode, reached through the API server's service proxy). The simulators map each STORAGE_URI to
+one of them:
 
     pvc://models/doubler      the stable revision (bundled doubler)
     pvc://models/doubler-v2   a healthy canary (the same doubler process)
@@ -22,7 +23,16 @@ import pytest
 import yaml
 
 from predictor.rollout import isvc as spec
-from tests.fake_kube_api import ISVC_COLLECTION, FakeKubeAPI, KServeSimulator, rollout_cli
+from tests.fake_kube_api import (
+    DEPLOYMENTS,
+    HTTPROUTES,
+    ISVC_COLLECTION,
+    FakeKubeAPI,
+    KServeSimulator,
+    KServeStandardSimulator,
+    kserve_webhook,
+    rollout_cli,
+)
 from tests.isvc_schema import validate_isvc
 from tests.rollout_models import (
     FailingDoubler,
@@ -208,3 +218,87 @@ def test_requests_file_and_json_status(cluster, tmp_path):
     assert status["canaryTrafficPercent"] == 20
     assert status["rolloutInProgress"] is True
     assert [(t["tag"], t["percent"]) for t in status["traffic"]] == [("latest", 20), ("prev", 80)]
+
+
+# --- Standard mode: spec.canary, each variant its own Deployment and Service -------------------
+
+
+@pytest.fixture
+def standard_cluster(backends, tmp_path):
+    """(api, kubeconfig): `torch` in Standard mode serving STABLE; writes are checked against
+    the schema and KServe's canary webhook rules."""
+    isvc = inference_service()
+    isvc["metadata"]["annotations"][spec.DEPLOYMENT_MODE_ANNOTATION] = "Standard"
+    with FakeKubeAPI(validator=lambda o: validate_isvc(o) + kserve_webhook(o)) as api:
+        kserve = KServeStandardSimulator(api, backends)
+        api.create(COLLECTION, isvc)
+        kserve.reconcile(COLLECTION, "torch")
+        yield api, api.kubeconfig(tmp_path / "kubeconfig", namespace="ml")
+        assert api.errors == []
+
+
+def canary_percents(api: FakeKubeAPI) -> list[int]:
+    """The canary's weight in each HTTPRoute the controller wrote."""
+    seen: list[int] = []
+    for _, collection, _, obj in api.events:
+        if collection == HTTPROUTES.format(namespace="ml"):
+            refs = obj["spec"]["rules"][0]["backendRefs"]
+            percent = sum(ref["weight"] for ref in refs[1:])
+            if not seen or seen[-1] != percent:
+                seen.append(percent)
+    return seen
+
+
+def test_standard_mode_healthy_canary_is_promoted_through_every_step(standard_cluster):
+    api, kubeconfig = standard_cluster
+    result = rollout_cli(
+        kubeconfig, "run", "torch", "--storage-uri", HEALTHY, "--steps", "10,25,50,100",
+        "--canary-name", "v2", *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("analysis passed") == 3
+    assert "services/torch-v2-predictor:80/proxy and prev" in result.stdout
+    assert "promoted: ml/torch serves canary 'v2'" in result.stdout
+    # Analysis went through the API server's service proxy to both variants' Services.
+    assert {service for service, _ in api.proxied} == {"torch-predictor", "torch-v2-predictor"}
+    obj = api.get(COLLECTION, "torch")
+    assert obj["spec"]["predictor"]["name"] == "v2"
+    assert spec.model_of(obj["spec"]["predictor"])["storageUri"] == HEALTHY
+    assert "canary" not in obj["spec"]
+    assert [d["metadata"]["name"] for d in api.list(DEPLOYMENTS.format(namespace="ml"))] == [
+        "torch-v2-predictor"
+    ]
+    assert canary_percents(api) == [0, 10, 25, 50, 0]
+
+
+@pytest.mark.parametrize(
+    "canary, reason",
+    [
+        (WRONG, "6 of 6 answers differ from prev"),
+        (FAILING, "error rate 100% above 0%"),
+        (SLOW, "p95 latency"),
+        (NEVER_READY, "timed out after 3s"),
+    ],
+    ids=["wrong-answers", "errors", "slow", "never-ready"],
+)
+def test_standard_mode_bad_canary_is_rolled_back_at_the_first_step(
+    standard_cluster, canary, reason
+):
+    api, kubeconfig = standard_cluster
+    before = api.get(COLLECTION, "torch")
+    result = rollout_cli(
+        kubeconfig, "run", "torch", "--storage-uri", canary, *FAST, "--timeout", "3s"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reason in result.stderr
+    assert "rolled back" in result.stderr
+    assert "[step 2/4]" not in result.stdout
+    obj = api.get(COLLECTION, "torch")
+    assert obj["spec"] == before["spec"]
+    assert spec.is_ready(obj)
+    assert "canaryStatuses" not in obj["status"]
+    assert [d["metadata"]["name"] for d in api.list(DEPLOYMENTS.format(namespace="ml"))] == [
+        "torch-predictor"
+    ]
+    assert max(canary_percents(api)) <= 10
+    assert canary_percents(api)[-1] == 0

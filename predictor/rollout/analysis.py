@@ -51,6 +51,9 @@ class Target:
     base_url: str
     host: str | None = None
     ca_cert: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    client_cert: tuple[str, str] | None = None
+    verify: bool = True
 
     @classmethod
     def for_tag(
@@ -62,6 +65,9 @@ class Target:
 
     def session(self) -> requests.Session:
         session = requests.Session()
+        session.headers.update(self.headers)
+        session.cert = self.client_cert
+        session.verify = self.verify
         if self.host:
             session.headers["Host"] = self.host
         host_name = urlsplit(f"//{self.host}").hostname if self.host else None
@@ -231,6 +237,13 @@ def analyse(
             session.close()
     p95_ms = {name: p95(values) for name, values in latencies.items()}
     reasons = []
+    if sent and errors["prev"] == sent:
+        # Nothing to compare with: the request set (or --model-name) does not fit the model
+        # that serves now, or it cannot be reached. Not a reason to trust the canary.
+        reasons.append(
+            f"prev answered none of the {sent} requests: nothing to judge the canary against "
+            "(check the request set, --model-name and that prev is reachable)"
+        )
     error_rate = (errors["latest"] - errors["prev"]) / max(sent, 1)
     if error_rate > thresholds.max_error_rate:
         reasons.append(

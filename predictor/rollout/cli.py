@@ -1,10 +1,15 @@
-"""`python -m predictor.rollout`: canary rollouts of an InferenceService.
+"""`python -m predictor.rollout`: canary rollouts of an InferenceService, in either of
+KServe's deployment modes (read from the object: status.deploymentMode or its annotation).
 
     status NAME [-o table|json]
-    start NAME (--image IMG | --storage-uri URI) --percent N
-    promote NAME
-    rollback NAME
+    start NAME (--image IMG | --storage-uri URI) --percent N [--canary-name N]
+    promote NAME [--canary-name N]
+    rollback NAME [--canary-name N]
     run NAME (--image IMG | --storage-uri URI) [--steps 10,25,50,100] [--interval 60s] ...
+
+Knative mode: the canary is the latest revision (`canaryTrafficPercent`), reached for analysis
+by its `latest-` tag URL. Standard mode: the canary is an entry of `spec.canary` with a
+Deployment and Service of its own, reached for analysis through the API server's service proxy.
 
 Global options (before or after the subcommand): -n NAMESPACE, --kubeconfig, --context,
 --timeout 600s (every wait), --dry-run (print the patches, change nothing).
@@ -19,7 +24,7 @@ import re
 import sys
 import time
 
-from predictor.rollout import analysis
+from predictor.rollout import analysis, standard
 from predictor.rollout import isvc as spec
 from predictor.rollout.wait import (
     Cluster,
@@ -27,6 +32,8 @@ from predictor.rollout.wait import (
     canary_serving,
     describe,
     fully_rolled_out,
+    variant_serving,
+    variants_gone,
 )
 
 
@@ -89,6 +96,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--storage-uri", help="new model storage URI (gs://, s3://, pvc://, ...)")
 
 
+def _canary_name_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--canary-name", help=f"Standard mode: {text}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m predictor.rollout",
@@ -107,12 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("name")
     _model_options(start)
     start.add_argument("--percent", type=int, required=True, help="canary traffic percent")
+    new_name = "the canary's name in spec.canary (default: from the image tag or storage URI)"
+    _canary_name_option(start, new_name)
 
-    for command, text in (
-        ("promote", "send all traffic to the canary"),
-        ("rollback", "send no traffic to the canary, restore the old spec"),
+    for command, text, which in (
+        (
+            "promote",
+            "send all traffic to the canary",
+            "the canary to promote (default: the only one)",
+        ),
+        (
+            "rollback",
+            "send no traffic to the canary, restore the old spec",
+            "the canary to remove (default: all of them)",
+        ),
     ):
-        commands.add_parser(command, parents=[common], help=text).add_argument("name")
+        parser_ = commands.add_parser(command, parents=[common], help=text)
+        parser_.add_argument("name")
+        _canary_name_option(parser_, which)
 
     run = commands.add_parser("run", parents=[common], help="progressive delivery with analysis")
     run.add_argument("name")
@@ -144,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="model in the request paths (default: the one the "
         "revision lists at /v1/models, else NAME)",
     )
+    _canary_name_option(run, new_name)
+    run.add_argument(
+        "--service-port",
+        type=int,
+        default=80,
+        help="Standard mode: the port of the predictors' Services that analysis requests go to "
+        "through the API server's service proxy (default 80, KServe's)",
+    )
     run.add_argument("--requests-file", help="JSON list of {protocol: v1|v2, body: {...}}")
     run.add_argument("--rounds", type=int, default=10, help="times to send the request set")
     run.add_argument("--request-timeout", type=duration, default=10.0)
@@ -161,6 +192,8 @@ class Rollout:
         self.args = args
         self.cluster = Cluster(args.namespace, args.kubeconfig, args.context)
         self.where = f"{self.cluster.namespace}/{args.name}"
+        # Standard mode, dry run: the object as the patches so far would leave it.
+        self._planned: dict | None = None
 
     def patch(self, body: dict | list, why: str) -> dict | None:
         """Send (or with --dry-run print) a patch; the object after it, None on a dry run."""
@@ -181,18 +214,32 @@ class Rollout:
         say(f"  {describe(obj)}")
         return obj
 
+    def current(self) -> dict:
+        return self._planned if self._planned is not None else self.cluster.get(self.args.name)
+
+    @staticmethod
+    def standard(obj: dict) -> bool:
+        return spec.deployment_mode(obj) == spec.STANDARD
+
     # --- commands ------------------------------------------------------------------------------
 
     def status(self) -> int:
-        info = spec.summary(self.cluster.get(self.args.name))
-        say(json.dumps(info, indent=2) if self.args.output == "json" else spec.format_summary(info))
+        obj = self.cluster.get(self.args.name)
+        if self.standard(obj):
+            info = standard.summary(obj)
+            text = standard.format_summary(info)
+        else:
+            info = spec.summary(obj)
+            text = spec.format_summary(info)
+        say(json.dumps(info, indent=2) if self.args.output == "json" else text)
         return 0
 
     def start(self, percent: int | None = None) -> dict | None:
         percent = self.args.percent if percent is None else percent
-        body = spec.start_patch(
-            self.cluster.get(self.args.name), percent, self.args.image, self.args.storage_uri
-        )
+        obj = self.cluster.get(self.args.name)
+        if self.standard(obj):
+            return self._start_variant(obj, percent)
+        body = spec.start_patch(obj, percent, self.args.image, self.args.storage_uri)
         patched = self.patch(body, f"start canary at {percent}%")
         if patched is None:
             return None
@@ -202,7 +249,34 @@ class Rollout:
             f"the new revision to be ready with {percent}% of the traffic",
         )
 
+    def _start_variant(self, obj: dict, percent: int) -> dict | None:
+        args = self.args
+        name = args.canary_name or standard.default_canary_name(obj, args.image, args.storage_uri)
+        args.canary_name = name  # the later steps of `run` move this one
+        body = standard.start_patch(obj, name, percent, args.image, args.storage_uri)
+        patched = self.patch(body, f"start canary {name!r} at {percent}%")
+        if patched is None:
+            self._planned = {**obj, "spec": {**obj["spec"], "canary": body["spec"]["canary"]}}
+            return None
+        return self.wait(
+            patched,
+            lambda g: variant_serving(g, name, percent),
+            f"canary {name!r} to be ready with {percent}% of the traffic",
+        )
+
     def set_percent(self, percent: int) -> dict | None:
+        obj = self.current()
+        if self.standard(obj):
+            name = standard.pick_canary(obj, self.args.canary_name)
+            body: dict | list = standard.percent_patch(obj, name, percent)
+            patched = self.patch(body, f"canary {name!r} to {percent}%")
+            if patched is None:
+                return None
+            return self.wait(
+                patched,
+                lambda g: variant_serving(g, name, percent),
+                f"canary {name!r} to get {percent}% of the traffic",
+            )
         patched = self.patch(spec.percent_patch(percent), f"canary to {percent}%")
         if patched is None:
             return None
@@ -213,6 +287,22 @@ class Rollout:
         )
 
     def promote(self) -> int:
+        obj = self.current()
+        if self.standard(obj):
+            name = standard.pick_canary(obj, self.args.canary_name)
+            patched = self.patch(standard.promote_patch(obj, name), f"promote canary {name!r}")
+            if patched is not None:
+                self.wait(
+                    patched,
+                    lambda g: variants_gone(g, [name]),
+                    f"canary {name!r} to serve as the stable predictor",
+                )
+                say(
+                    f"promoted: {self.where} serves canary {name!r}'s model to all traffic "
+                    f"(its Deployment {standard.service_name(self.args.name, name)} is the stable "
+                    "one now)"
+                )
+            return 0
         patched = self.patch(spec.promote_patch(), "promote")
         if patched is not None:
             self.wait(patched, fully_rolled_out, "the new revision to get 100% of the traffic")
@@ -221,6 +311,8 @@ class Rollout:
 
     def rollback(self) -> int:
         obj = self.cluster.get(self.args.name)
+        if self.standard(obj):
+            return self._remove_variants(obj)
         drain, restore = spec.rollback_patches(obj)
         if restore is None and "canaryTrafficPercent" not in spec.predictor_of(obj):
             say(f"nothing to roll back: no rollout in progress on {self.where}")
@@ -235,6 +327,24 @@ class Rollout:
         if patched is not None:
             self.wait(patched, fully_rolled_out, "a revision of the previous spec to take over")
             say(f"rolled back: {self.where} serves the previous model")
+        return 0
+
+    def _remove_variants(self, obj: dict) -> int:
+        if not standard.canaries_of(obj):
+            say(f"nothing to roll back: no canary on {self.where}")
+            return 0
+        name = self.args.canary_name
+        names = [standard.pick_canary(obj, name)] if name else standard.canary_names(obj)
+        listed = ", ".join(repr(n) for n in names)
+        body = standard.rollback_patch(obj, name)
+        patched = self.patch(body, f"rollback: remove canary {listed}")
+        if patched is not None:
+            self.wait(
+                patched,
+                lambda g: variants_gone(g, names),
+                "the stable predictor to take all the traffic",
+            )
+            say(f"rolled back: {self.where} serves the stable model only")
         return 0
 
     def run(self) -> int:
@@ -271,7 +381,17 @@ class Rollout:
             say(f"canary left at {args.steps[-1]}%: `promote` or `rollback` {args.name} to finish")
         return 0
 
-    def analyse(self, obj: dict, request_set: list[dict], thresholds: analysis.Thresholds):
+    def targets(self, obj: dict) -> dict[str, analysis.Target]:
+        """Where analysis requests go: `prev` is what serves now, `latest` the canary."""
+        if self.standard(obj):
+            name = standard.pick_canary(obj, self.args.canary_name)
+            stable, *canaries = standard.variants(obj)
+            canary = next(row for row in canaries if row["name"] == name)
+            port = self.args.service_port
+            return {
+                "prev": self.cluster.service_target("prev", stable["service"], port),
+                "latest": self.cluster.service_target("latest", canary["service"], port),
+            }
         targets = {}
         for tag in ("prev", "latest"):
             entry = spec.traffic_entry(obj, tag=tag)
@@ -280,6 +400,10 @@ class Rollout:
             targets[tag] = analysis.Target.for_tag(
                 tag, entry["url"], self.args.ingress, self.args.ca_cert
             )
+        return targets
+
+    def analyse(self, obj: dict, request_set: list[dict], thresholds: analysis.Thresholds):
+        targets = self.targets(obj)
         model = (
             self.args.model_name
             or analysis.discover_model_name(targets["prev"], self.args.request_timeout)
@@ -290,7 +414,7 @@ class Rollout:
             f"at latest {targets['latest'].base_url} and prev {targets['prev'].base_url}"
             + (
                 f" (Host {targets['latest'].host} / {targets['prev'].host})"
-                if self.args.ingress
+                if targets["latest"].host
                 else ""
             )
         )

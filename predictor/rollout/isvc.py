@@ -3,10 +3,12 @@
 Everything here is a pure function of the object as the API server returns it (a dict), so the
 patches can be printed (`--dry-run`), tested and validated without a cluster.
 
-KServe's canary model, in short: `spec.predictor.canaryTrafficPercent` splits the traffic between
-the latest revision (the one built from the current spec) and the last revision that was rolled
-out to 100%. With `serving.kserve.io/enable-tag-routing: "true"` the two get their own URLs, tagged
-`latest` and `prev`, listed in `status.components.predictor.traffic`.
+Knative (Serverless) mode is here; Standard (RawDeployment) mode's `spec.canary` is standard.py.
+
+KServe's canary model in Knative mode, in short: `spec.predictor.canaryTrafficPercent` splits
+the traffic between the latest revision (the one built from the current spec) and the last
+revision that was rolled out to 100%. With `serving.kserve.io/enable-tag-routing: "true"` the two
+get their own URLs, tagged `latest` and `prev`, listed in `status.components.predictor.traffic`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 # The predictor spec from before `start`, so that `rollback` can restore it exactly.
 PREVIOUS_SPEC_ANNOTATION = "rollout.torch-predictor.io/previous-spec"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-RAW_MODES = ("RawDeployment", "Standard")
+STANDARD, KNATIVE = "Standard", "Knative"
+# KServe's names for its modes, the deprecated ones included (they mean the same).
+MODES = {"Standard": STANDARD, "RawDeployment": STANDARD, "Knative": KNATIVE, "Serverless": KNATIVE}
 # The container KServe serves from when the predictor lists its own containers.
 MAIN_CONTAINER = "kserve-container"
 STORAGE_URI_ENV = "STORAGE_URI"
@@ -49,6 +53,21 @@ def annotations_of(isvc: dict) -> dict:
     return isvc.get("metadata", {}).get("annotations") or {}
 
 
+def deployment_mode(isvc: dict) -> str:
+    """STANDARD or KNATIVE: what the controller reports (status.deploymentMode), else the
+    annotation, else KServe's own default since 0.20 (Standard)."""
+    mode = (isvc.get("status") or {}).get("deploymentMode") or annotations_of(isvc).get(
+        DEPLOYMENT_MODE_ANNOTATION
+    )
+    if mode is None:
+        return STANDARD
+    if mode not in MODES:
+        raise RolloutError(
+            f"{name_of(isvc)} runs in deployment mode {mode!r}: canaries need Standard or Knative"
+        )
+    return MODES[mode]
+
+
 def _main_container_index(containers: list) -> int:
     for index, container in enumerate(containers):
         if container.get("name") == MAIN_CONTAINER:
@@ -69,7 +88,7 @@ def model_of(predictor: dict) -> dict:
     return {"image": None, "storageUri": None}
 
 
-def _with_model(predictor: dict, image: str | None, storage_uri: str | None) -> dict:
+def with_model(predictor: dict, image: str | None, storage_uri: str | None) -> dict:
     """The part of a merge patch for spec.predictor that serves another model."""
     if isinstance(predictor.get("model"), dict):
         change: dict[str, Any] = {}
@@ -101,14 +120,8 @@ def start_patch(isvc: dict, percent: int, image: str | None, storage_uri: str | 
     if not image and not storage_uri:
         raise RolloutError("give --image or --storage-uri")
     check_percent(percent)
-    mode = annotations_of(isvc).get(DEPLOYMENT_MODE_ANNOTATION) or (
-        (isvc.get("status") or {}).get("deploymentMode")
-    )
-    if mode in RAW_MODES:
-        raise RolloutError(
-            f"{name_of(isvc)} runs in {mode} mode: canary traffic splits need the Knative "
-            "(Serverless) deployment mode"
-        )
+    if deployment_mode(isvc) != KNATIVE:
+        raise RolloutError(f"{name_of(isvc)} is not in Knative mode: its canaries are spec.canary")
     predictor = predictor_of(isvc)
     current = model_of(predictor)
     if (image or current["image"], storage_uri or current["storageUri"]) == (
@@ -134,7 +147,7 @@ def start_patch(isvc: dict, percent: int, image: str | None, storage_uri: str | 
         },
         "spec": {
             "predictor": {
-                **_with_model(predictor, image, storage_uri),
+                **with_model(predictor, image, storage_uri),
                 "canaryTrafficPercent": percent,
             }
         },
@@ -226,6 +239,7 @@ def summary(isvc: dict) -> dict:
     return {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
+        "deploymentMode": KNATIVE,
         "generation": meta.get("generation"),
         "observedGeneration": status.get("observedGeneration"),
         "ready": is_ready(isvc),
@@ -256,7 +270,7 @@ def summary(isvc: dict) -> dict:
     }
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -302,10 +316,10 @@ def format_summary(info: dict) -> str:
                 entry.get("url") or "-",
             ]
         )
-    lines += _table(rows)
+    lines += table(rows)
     lines += [
         "",
-        *_table(
+        *table(
             [["CONDITION", "STATUS", "REASON", "MESSAGE"]]
             + [
                 [c["type"] or "-", c["status"] or "-", c["reason"] or "-", c["message"] or "-"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from predictor.rollout import analysis, standard
 from predictor.rollout import isvc as spec
 
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -34,6 +35,29 @@ class Cluster:
             default_namespace = (active or {}).get("context", {}).get("namespace") or "default"
         self.namespace = namespace or default_namespace
         self.api = client.CustomObjectsApi()
+
+    def service_target(self, role: str, service: str, port: int) -> analysis.Target:
+        """Requests to a Service of the namespace through the API server's service proxy
+        (`/api/v1/namespaces/NS/services/NAME:PORT/proxy/...`), with this client's credentials:
+        how a canary without a URL of its own (Standard mode) is reached from outside."""
+        configuration = self.api.api_client.configuration
+        headers = {  # the client's own credentials: its bearer token (a kubeconfig's, GKE's)
+            auth["key"]: auth["value"]
+            for auth in configuration.auth_settings().values()
+            if auth.get("in") == "header" and auth.get("value")
+        }
+        cert = (
+            (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
+        )
+        return analysis.Target(
+            role,
+            f"{configuration.host}/api/v1/namespaces/{self.namespace}/services/{service}:{port}"
+            "/proxy",
+            ca_cert=configuration.ssl_ca_cert if configuration.verify_ssl else None,
+            headers=headers,
+            client_cert=cert,
+            verify=bool(configuration.verify_ssl),
+        )
 
     def _args(self) -> tuple[str, str, str, str]:
         return spec.GROUP, spec.VERSION, self.namespace, spec.PLURAL
@@ -156,8 +180,41 @@ def canary_drained(generation: int) -> Callable[[dict], bool]:
     return done
 
 
+def variant_serving(generation: int, name: str, percent: int) -> Callable[[dict], bool]:
+    """Standard mode: the canary `name` is ready with `percent`% of the traffic, the stable
+    predictor too, and KServe says all canaries are ready."""
+
+    def done(obj: dict) -> bool:
+        status = standard.canary_status(obj, name) or {}
+        return (
+            observed(obj, generation)
+            and spec.is_ready(obj)
+            and status.get("ready") is True
+            and int(status.get("trafficPercent") or 0) == percent
+            and spec.condition(obj, standard.CANARY_CONDITION).get("status") == "True"
+        )
+
+    return done
+
+
+def variants_gone(generation: int, names: list[str]) -> Callable[[dict], bool]:
+    """Standard mode: the controller has seen the spec without these canaries (promoted or
+    rolled back) and the stable predictor is ready."""
+
+    def done(obj: dict) -> bool:
+        return (
+            observed(obj, generation)
+            and spec.is_ready(obj)
+            and all(standard.canary_status(obj, name) is None for name in names)
+        )
+
+    return done
+
+
 def describe(obj: dict) -> str:
     """One line on the state of the object, for progress and timeout messages."""
+    if spec.deployment_mode(obj) == spec.STANDARD:
+        return standard.describe(obj)
     component = spec.component_status(obj)
     ready = spec.condition(obj)
     traffic = ", ".join(_route(t) for t in component.get("traffic") or [])
