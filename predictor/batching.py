@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ Forward = Callable[[list[np.ndarray]], dict[str, np.ndarray]]
 class _Pending:
     arrays: list[np.ndarray]
     future: asyncio.Future = field(repr=False)
+    submitted_ns: int = field(default_factory=time.perf_counter_ns)
+    wait_reported: bool = False
 
     @property
     def rows(self) -> int:
@@ -49,11 +52,13 @@ class Batcher:
         max_batch_size: int,
         max_delay: float,
         on_batch: Callable[[int], None] | None = None,
+        on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self.forward = forward
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # rows of each batch
+        self.on_wait = on_wait  # ns each request waited for its forward to start
         # One thread: batches run one after another, each using all the cores torch has.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -63,7 +68,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         pending = _Pending(arrays, loop.create_future())
         if not pending.stackable or pending.rows >= self.max_batch_size:
-            return await loop.run_in_executor(self._executor, self.forward, arrays)
+            return await loop.run_in_executor(self._executor, self._call, arrays, [pending])
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._run())
@@ -122,12 +127,12 @@ class Batcher:
             self.on_batch(sum(p.rows for p in live))
         if len(live) == 1:
             await self._settle(
-                live[0], loop.run_in_executor(self._executor, self.forward, live[0].arrays)
+                live[0], loop.run_in_executor(self._executor, self._call, live[0].arrays, live)
             )
             return
         stacked = [np.concatenate(parts) for parts in zip(*(p.arrays for p in live), strict=False)]
         try:
-            outputs = await loop.run_in_executor(self._executor, self.forward, stacked)
+            outputs = await loop.run_in_executor(self._executor, self._call, stacked, live)
             total = stacked[0].shape[0]
             if any(o.ndim == 0 or o.shape[0] != total for o in outputs.values()):
                 raise _NotRowWise
@@ -144,6 +149,16 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result({name: o[start:end] for name, o in outputs.items()})
             start = end
+
+    def _call(self, arrays: list[np.ndarray], pendings: list[_Pending]) -> dict[str, np.ndarray]:
+        """The forward, on the batch thread, once each request's wait is reported."""
+        if self.on_wait is not None:
+            now = time.perf_counter_ns()
+            for pending in pendings:
+                if not pending.wait_reported:  # a batch retried one by one waited once
+                    pending.wait_reported = True
+                    self.on_wait(now - pending.submitted_ns)
+        return self.forward(arrays)
 
     @staticmethod
     async def _settle(pending: _Pending, work: asyncio.Future) -> None:

@@ -10,6 +10,8 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from . import statistics
+
 REQUESTS = Counter(
     "predictor_requests_total",
     "Inference requests answered, by model, protocol and status code.",
@@ -49,6 +51,9 @@ def _request_series(model: str, protocol: str, status: int):
 
 
 def observe_request(model: str, protocol: str, status: int, seconds: float) -> None:
+    """An inference request was answered: its metrics, and the statistics extension's
+    success/fail counts (statistics.py)."""
     counter, histogram = _request_series(model, protocol, status)
     counter.inc()
     histogram.observe(seconds)
+    statistics.answered(model, status < 400, seconds)

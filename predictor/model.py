@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 
-from . import classification
+from . import classification, statistics
 from .batching import Batcher
 from .bytes_tensors import is_bytes
 from .compiled import CompileError, compile_module, served_batch_sizes
@@ -94,6 +95,8 @@ class TorchModel(Model):
         self._warm_up_inputs: list[np.ndarray] = []
         self._memory_failures = 0  # out-of-memory errors in a row the warm-up input failed too
         self._in_flight_gauge = IN_FLIGHT.labels(name)
+        # Replaced by the registered one once loaded: the warm-up is not counted.
+        self.statistics = statistics.ModelStatistics(name)
         self.decoders = Decoders({}, {})
         self.wire_inputs: list[TensorSpec] = []
         self.input_names: list[str] = []
@@ -134,10 +137,12 @@ class TorchModel(Model):
                 int(max_batch),
                 options.max_batch_delay_ms / 1000.0,
                 on_batch=BATCH_SIZE.labels(self.name).observe,
+                on_wait=lambda ns: self.statistics.waited(ns),
             )
         if options.compile:
             self._compile(int(max_batch))
         self._warm_up()
+        self.statistics = statistics.register(self.name)
         logger.info(
             "loaded %s model %s from %s on %s",
             self.loaded.kind,
@@ -291,21 +296,33 @@ class TorchModel(Model):
             if self._batcher is not None:
                 outputs = await self._batcher.submit(arrays)
             elif self.cost.predict_us(arrays) <= self.options.inline_max_us:
+                self.statistics.waited(0)
                 outputs = self.forward(arrays)
             else:
                 loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(self._executor, self.forward, arrays, True)
+                outputs = await loop.run_in_executor(
+                    self._executor, self._forward_after_wait, arrays, time.perf_counter_ns()
+                )
         finally:
             self.inflight -= 1
             self._in_flight_gauge.dec()
+        first = arrays[0] if arrays else None
+        self.statistics.inferred(first.shape[0] if first is not None and first.ndim else 1)
         return outputs
+
+    def _forward_after_wait(self, arrays: list[np.ndarray], submitted_ns: int) -> dict:
+        """forward() on an inference thread, its wait for the thread counted as queueing."""
+        self.statistics.waited(time.perf_counter_ns() - submitted_ns)
+        return self.forward(arrays, off_loop=True)
 
     def forward(self, arrays: list[np.ndarray], off_loop: bool = False) -> dict[str, np.ndarray]:
         """Call the module on numpy arrays: on the event loop when cheap, else (off_loop)
         on an inference thread."""
         float_dtype = next((a.dtype for a in arrays if a.dtype.kind == "f"), np.dtype(np.float32))
         with torch.inference_mode():
+            started_ns = time.perf_counter_ns()
             tensors = [self._to_device(array) for array in arrays]
+            input_ns = time.perf_counter_ns()
             # On an inference thread, wall time would also count waiting for the core the
             # event loop holds: the busier the server, the costlier the model would look,
             # and the more it would be kept off the loop.
@@ -315,6 +332,7 @@ class TorchModel(Model):
                 result = self.module(*tensors)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
+                infer_ns = time.perf_counter_ns()
                 self.cost.record(arrays, clock.elapsed())
             except torch.OutOfMemoryError as error:
                 out_of_memory = f"out of memory running the model: {first_line(error)}"
@@ -331,7 +349,15 @@ class TorchModel(Model):
                 ) from None
             if out_of_memory is None:
                 self._memory_failures = 0
-                return self._to_numpy(result, float_dtype)
+                outputs = self._to_numpy(result, float_dtype)
+                first = arrays[0] if arrays else None
+                self.statistics.executed(
+                    first.shape[0] if first is not None and first.ndim else 1,
+                    input_ns - started_ns,
+                    infer_ns - input_ns,
+                    time.perf_counter_ns() - infer_ns,
+                )
+                return outputs
         # Out of the handler, so the failed call's tensors (held by its traceback) are gone.
         del tensors
         self._check_recovery(out_of_memory)

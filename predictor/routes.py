@@ -6,6 +6,7 @@
 - `/api/predict`: the API of the service this project grew from, kept byte-for-byte:
   `{"values_list": [...]}` -> `{"error": false, "result": {"tensor_list": [...]}}`,
   errors as `{"error": true, "message": "..."}` (422 for a body that fails validation).
+- Statistics (`/v2/models[/{name}]/stats`): Triton's statistics extension (statistics.py).
 - Health and metadata (`/v2/health/*`, `/`, `/v2/models/{name}[/ready]`, `/v1/models/{name}`,
   `/v2`): answered from the model's one health state (health.py), so they always agree,
   and in the Open Inference Protocol's schemas (metadata.py). Model load/unload through
@@ -24,7 +25,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
-from . import classification, codec
+from . import classification, codec, statistics
 from .errors import (
     HANDLED_ERRORS,
     Overloaded,
@@ -136,6 +137,15 @@ class Routes:
 
     async def server_metadata(self, request: HttpRequest) -> HttpResponse:
         return _json(server_metadata())
+
+    async def model_statistics(self, request: HttpRequest) -> HttpResponse:
+        """Triton's statistics extension, for one model or (no name) every model."""
+        name = request.path_params.get("model_name")
+        if name is not None and name not in self.models:
+            return error_response(ModelNotFound(name))
+        names = [name] if name is not None else list(self.models)
+        stats = [statistics.MODELS[n].as_json() for n in names if n in statistics.MODELS]
+        return _json({"model_stats": stats})
 
     async def model_control(self, request: HttpRequest) -> HttpResponse:
         name = request.path_params["model_name"]
@@ -254,6 +264,12 @@ class Routes:
             return self.server_ready, {}
         if path in ("/v2", "/v2/"):
             return self.server_metadata, {}
+        if path.startswith("/v2/models/") and path.endswith("/stats"):
+            rest = path[len("/v2/models/") : -len("/stats")]
+            if not rest:
+                return self.model_statistics, {}
+            if "/" not in rest:
+                return self.model_statistics, {"model_name": rest}
         if path.startswith("/v2/models/"):
             rest = path[len("/v2/models/") :]
             name = rest.removesuffix("/ready")

@@ -86,6 +86,9 @@ def test_an_output_requested_twice_is_refused(server):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+EXTENSIONS = ["binary_tensor_data", "classification", "statistics"]
+
+
 def test_metadata_has_no_null_versions_and_lists_the_implemented_extensions(server):
     metadata = requests.get(f"{server.http_url}/v2/models/model", timeout=10).json()
     assert metadata == {
@@ -102,10 +105,10 @@ def test_metadata_has_no_null_versions_and_lists_the_implemented_extensions(serv
     }
     for path in ("/v2", "/v2/"):
         server_metadata = requests.get(server.http_url + path, timeout=10).json()
-        assert server_metadata["extensions"] == ["binary_tensor_data", "classification"]
+        assert server_metadata["extensions"] == EXTENSIONS
     stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.grpc_target))
     grpc_metadata = stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=10)
-    assert list(grpc_metadata.extensions) == ["binary_tensor_data", "classification"]
+    assert list(grpc_metadata.extensions) == EXTENSIONS
 
 
 @pytest.fixture(scope="module")
