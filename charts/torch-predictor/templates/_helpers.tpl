@@ -89,6 +89,112 @@ Container port the traffic goes to: http1 8080 (REST) or h2c 8081 (gRPC).
 {{- end }}
 
 {{/*
+The predictor container, kserve-container, as a YAML map (keys at column 0): the same for the
+stable predictor and for every Standard-mode canary, which differ only in what the dict
+passes: root (the chart's context), image (a full reference), storageUri (STORAGE_URI, empty:
+the model baked into the image) and resources (GPUs added when gpu.enabled). KServe replaces
+the container list of a canary whole, so a canary carries all of it.
+*/}}
+{{- define "torch-predictor.container" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $knative := include "torch-predictor.knative" $root -}}
+name: kserve-container
+image: {{ .image | quote }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+args:
+  - --model_name={{ $v.model.name }}
+  - --http_port=8080
+  - --grpc_port=8081
+  {{- if eq $v.transport "grpc" }}
+  - --enable_grpc=true
+  {{- end }}
+  - --inference_threads={{ $v.server.inferenceThreads }}
+  - --device={{ if $v.gpu.enabled }}cuda{{ else }}{{ $v.model.device }}{{ end }}
+  - --dtype={{ $v.model.dtype }}
+  {{- with $v.model.modelClass }}
+  - --model_class={{ . }}
+  {{- end }}
+  {{- with $v.model.handler }}
+  - --handler={{ . }}
+  {{- end }}
+  {{- if $v.server.maxBatchSize }}
+  - --max_batch_size={{ $v.server.maxBatchSize }}
+  - --max_batch_delay_ms={{ $v.server.maxBatchDelayMs }}
+  {{- end }}
+  {{- with $v.server.maxRequestBytes }}
+  - --max_request_bytes={{ . }}
+  {{- end }}
+  {{- with $v.server.maxInflight }}
+  - --max_inflight={{ . }}
+  {{- end }}
+  {{- /* SIGTERM: answer while the endpoints catch up (a fifth of the pod's grace), then
+         finish what is in flight, within what is left for HTTP and gRPC in turn. */}}
+  {{- $podGrace := ternary $v.timeout $v.terminationGracePeriodSeconds (eq $knative "true") | int }}
+  {{- $drain := div $podGrace 5 }}
+  - --drain_seconds={{ $drain }}
+  - --grace_period={{ div (sub $podGrace $drain) 2 }}
+  {{- if $v.server.enableLatencyLogging }}
+  - --enable_latency_logging=true
+  {{- end }}
+  {{- range $v.server.extraArgs }}
+  - {{ . | quote }}
+  {{- end }}
+env:
+  - name: HOME
+    value: /tmp
+  {{- with .storageUri }}
+  # KServe's storage initializer downloads this to /mnt/models before the server starts.
+  - name: STORAGE_URI
+    value: {{ . | quote }}
+  {{- end }}
+  {{- with $v.env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+ports:
+  {{- if eq $v.transport "grpc" }}
+  - name: h2c
+    containerPort: 8081
+    protocol: TCP
+  {{- else }}
+  - name: http1
+    containerPort: 8080
+    protocol: TCP
+  {{- end }}
+readinessProbe:
+  httpGet:
+    path: {{ $v.probes.readiness.path }}
+    port: 8080
+  initialDelaySeconds: {{ $v.probes.readiness.initialDelaySeconds }}
+  periodSeconds: {{ $v.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ $v.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ $v.probes.readiness.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: {{ $v.probes.liveness.path }}
+    port: 8080
+  initialDelaySeconds: {{ $v.probes.liveness.initialDelaySeconds }}
+  periodSeconds: {{ $v.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ $v.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ $v.probes.liveness.failureThreshold }}
+{{- $resources := deepCopy (.resources | default dict) }}
+{{- if $v.gpu.enabled }}
+{{- $limits := get $resources "limits" | default dict }}
+{{- $_ := set $limits "nvidia.com/gpu" ($v.gpu.count | toString) }}
+{{- $_ := set $resources "limits" $limits }}
+{{- end }}
+{{- with $resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $v.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
+
+{{/*
 Checks across values that values.schema.json cannot express clearly. Fails the render with a
 message that says what to change.
 */}}
