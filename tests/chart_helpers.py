@@ -7,8 +7,10 @@ asks for the same render gets it without rendering again.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -90,6 +92,37 @@ def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> 
     ]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def _merge_override(stable: Any, canary: Any) -> Any:
+    """mergo.Merge(&stable, canary, mergo.WithOverride): the canary's non-empty fields win,
+    maps merge key by key, anything else (lists such as containers included) is replaced."""
+    if isinstance(stable, dict) and isinstance(canary, dict):
+        merged = copy.deepcopy(stable)
+        for key, value in canary.items():
+            if value in (None, "", 0, False, [], {}):
+                continue
+            merged[key] = _merge_override(stable.get(key), value)
+        return merged
+    return copy.deepcopy(canary)
+
+
+def canary_predictors(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The predictor KServe runs for each Standard-mode canary (spec.canary), by name: the
+    stable spec.predictor with the canary's over it, without autoscaling fields and with the
+    canary's replicas as minReplicas (kserve/kserve v0.20.0, pkg/controller/v1beta1/
+    inferenceservice/components/predictor.go: buildCanaryPredictor, canaryReplicaCount)."""
+    stable = isvc["spec"]["predictor"]
+    found = {}
+    for entry in isvc["spec"].get("canary", []):
+        predictor = _merge_override(stable, entry["predictor"])
+        for field in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):
+            predictor.pop(field, None)
+        if "minReplicas" not in entry["predictor"]:
+            stable_min = stable.get("minReplicas", 1)
+            predictor["minReplicas"] = math.ceil(stable_min * entry["trafficPercent"] / 100)
+        found[entry["predictor"]["name"]] = predictor
+    return found
 
 
 def kubectl() -> str:

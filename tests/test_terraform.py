@@ -475,7 +475,13 @@ def test_deployer_roles_are_namespaced_and_cover_exactly_what_the_jobs_do():
     assert canary[("", "secrets")] == apply | {"delete"}
     assert canary[("", "serviceaccounts")] == apply | {"delete"}
     assert canary[("networking.k8s.io", "networkpolicies")] == apply | {"delete"}
-    assert set(canary) == set(CHART_KINDS_RESOURCES.values()) | {("", "secrets")}
+    # Standard mode: the smoke test and the analysis reach a canary's Service through the API
+    # server's service proxy, GET (get) and POST (create) only.
+    assert canary[("", "services/proxy")] == {"get", "create"}
+    assert set(canary) == set(CHART_KINDS_RESOURCES.values()) | {
+        ("", "secrets"),
+        ("", "services/proxy"),
+    }
     # kubectl wait and predictor.rollout watch; nothing deletes an InferenceService.
     assert canary[("serving.kserve.io", "inferenceservices")] == apply | {"watch"}
     assert role_rules("promoter") == {
@@ -484,6 +490,13 @@ def test_deployer_roles_are_namespaced_and_cover_exactly_what_the_jobs_do():
     assert role_rules("gateway_reader") == {("", "services"): {"get"}}
     roles = resources("kubernetes_role_v1", "03-kserve")
     assert roles["gateway_reader"]["rule"][0]["resource_names"] == ["istio-ingressgateway"]
+    # The first install reads KServe's default deployment mode: that one ConfigMap, in
+    # KServe's namespace, and nothing else there.
+    assert role_rules("kserve_config_reader") == {("", "configmaps"): {"get"}}
+    reader = roles["kserve_config_reader"]
+    assert reader["rule"][0]["resource_names"] == ["inferenceservice-config"]
+    assert reader["metadata"][0]["namespace"] == "kserve"
+    assert set(roles) == {"canary", "promoter", "gateway_reader", "kserve_config_reader"}
     for name in ("canary", "promoter"):
         assert (
             roles[name]["metadata"][0]["namespace"]
@@ -509,7 +522,19 @@ def test_role_bindings_name_the_accounts_stage_01_creates():
     }
     assert own["subject"][0]["name"] == "${local.github_account_email[each.key]}"
     assert own["role_ref"][0]["name"] == "${each.value.metadata[0].name}"
-    assert set(bindings) == {"github", "gateway_reader"}
+    assert set(bindings) == {"github", "gateway_reader", "kserve_config_reader"}
+    # Only the canary account (the first install) reads KServe's configuration.
+    reader = bindings["kserve_config_reader"]
+    assert reader["subject"] == [
+        {
+            "api_group": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": '${local.github_account_email["canary"]}',
+        }
+    ]
+    assert reader["role_ref"][0]["name"] == (
+        "${kubernetes_role_v1.kserve_config_reader.metadata[0].name}"
+    )
 
 
 def test_account_ids_fit_for_every_valid_cluster_name():

@@ -42,6 +42,15 @@ resource "kubernetes_role_v1" "canary" {
     resources  = ["networkpolicies"]
     verbs      = ["get", "list", "create", "update", "patch", "delete"]
   }
+
+  # Standard mode: a canary has no URL of its own on the gateway, so the smoke test and the
+  # analysis reach its Service through the API server's service proxy
+  # (/api/v1/namespaces/<ns>/services/<svc>:80/proxy/...): GET is get, POST is create.
+  rule {
+    api_groups = [""]
+    resources  = ["services/proxy"]
+    verbs      = ["get", "create"]
+  }
 }
 
 # promoter: moves traffic of an existing InferenceService, nothing else.
@@ -69,6 +78,23 @@ resource "kubernetes_role_v1" "gateway_reader" {
     api_groups     = [""]
     resources      = ["services"]
     resource_names = ["istio-ingressgateway"]
+    verbs          = ["get"]
+  }
+}
+
+# canary: the first install passes KServe's default deployment mode (key "deploy") to the
+# chart. The ConfigMap holds no secrets; only it may be read, and only in KServe's namespace
+# (created by stage 02).
+resource "kubernetes_role_v1" "kserve_config_reader" {
+  metadata {
+    name      = "github-kserve-config-reader"
+    namespace = "kserve"
+  }
+
+  rule {
+    api_groups     = [""]
+    resources      = ["configmaps"]
+    resource_names = ["inferenceservice-config"]
     verbs          = ["get"]
   }
 }
@@ -113,5 +139,22 @@ resource "kubernetes_role_binding_v1" "gateway_reader" {
       kind      = "User"
       name      = subject.value
     }
+  }
+}
+
+resource "kubernetes_role_binding_v1" "kserve_config_reader" {
+  metadata {
+    name      = kubernetes_role_v1.kserve_config_reader.metadata[0].name
+    namespace = kubernetes_role_v1.kserve_config_reader.metadata[0].namespace
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.kserve_config_reader.metadata[0].name
+  }
+  subject {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "User"
+    name      = local.github_account_email["canary"]
   }
 }
