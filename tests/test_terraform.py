@@ -9,6 +9,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
@@ -117,10 +118,266 @@ def test_kserve_is_installed_in_documented_order_and_knative_mode():
 
     kserve = resources("helm_release", "03-kserve")["kserve"]
     assert kserve["chart"] == "kserve-resources"
-    assert {"name": "kserve.controller.deploymentMode", "value": "Knative"} in kserve["set"]
-    assert kserve["depends_on"] == ["${kubernetes_manifest.knative_serving}"]
+    # Every value comes from local.kserve_values (pinned per mode below); Knative by default.
+    assert "set" not in kserve
+    assert kserve["dynamic"] == [
+        {
+            "set": {
+                "for_each": "${local.kserve_values}",
+                "content": [{"name": "${set.key}", "value": "${set.value}"}],
+            }
+        }
+    ]
+    assert variable_defaults("03-kserve")["kserve_deployment_mode"] == "Knative"
+    assert kserve["depends_on"] == [
+        "${kubernetes_manifest.knative_serving}",
+        "${kubernetes_manifest.kserve_gateway}",
+    ]
     stage2 = variable_defaults("02-kserve-deps")["kserve_version"]
     assert variable_defaults("03-kserve")["kserve_version"] == stage2
+
+
+# ---------------------------------------------------------------- deployment modes
+
+MODES = ["Knative", "Standard"]
+# What stage 03 installed before the mode existed; Knative mode must plan exactly this.
+KNATIVE_VALUES = {
+    "kserve.controller.deploymentMode": "Knative",
+    "kserve.storage.containerSecurityContext.seccompProfile.type": "RuntimeDefault",
+    "kserve.controller.gateway.disableIstioVirtualHost": "true",
+    "kserve.controller.gateway.urlScheme": "https",
+}
+KNATIVE_ONLY = {"kubernetes_namespace_v1.knative_serving", "kubernetes_manifest.knative_serving"}
+STANDARD_ONLY = {
+    "kubernetes_manifest.kserve_gateway",
+    "kubernetes_manifest.kserve_gateway_certificate",
+    "kubernetes_manifest.kserve_gateway_https_redirect",
+}
+PRIVATE_CA_ONLY = {
+    "kubernetes_manifest.selfsigned_issuer",
+    "kubernetes_manifest.gateway_ca",
+    "kubernetes_manifest.gateway_ca_issuer",
+}
+
+
+def stage_resources(stage: str) -> dict[str, dict]:
+    """Every resource of a stage by address (type.name)."""
+    return {
+        f"{rtype}.{name}": body
+        for block in blocks("resource", stage)
+        for rtype, named in block.items()
+        for name, body in named.items()
+    }
+
+
+def kserve_mode(mode: str, **variables: str) -> dict:
+    """What stage 03 computes in a mode: the chart's values, the Gateway, and how many of each
+    counted resource exist (each resource's own count expression, evaluated)."""
+    counted = {
+        address: body["count"][2:-1]
+        for address, body in stage_resources("03-kserve").items()
+        if "count" in body
+    }
+    probes = {f"count_{i}": expr for i, expr in enumerate(counted.values())}
+    probes |= {"values": "local.kserve_values", "gateway": "local.kserve_gateway"}
+    got = terraform_eval(
+        "03-kserve",
+        probes,
+        stage_variables("03-kserve", kserve_deployment_mode=mode, **variables),
+    )
+    got["counts"] = {address: got.pop(f"count_{i}") for i, address in enumerate(counted)}
+    return got
+
+
+def test_kserve_deployment_mode_is_knative_or_standard():
+    variable = next(
+        b["kserve_deployment_mode"]
+        for b in blocks("variable", "03-kserve")
+        if "kserve_deployment_mode" in b
+    )
+    assert variable["default"] == "Knative" and variable["type"] == "string"
+    for mode in MODES:
+        assert kserve_mode(mode)["values"]["kserve.controller.deploymentMode"] == mode
+    # KServe's legacy names and anything else are refused before a plan starts.
+    for wrong in ("Serverless", "RawDeployment", "standard", "ModelMesh", ""):
+        result = terraform_console(
+            "03-kserve",
+            {"mode": "var.kserve_deployment_mode"},
+            stage_variables("03-kserve", kserve_deployment_mode=wrong),
+        )
+        assert result.returncode != 0, wrong
+        assert "kserve_deployment_mode must be Knative or Standard" in result.stdout + result.stderr
+
+
+def test_knative_mode_is_unchanged():
+    knative = kserve_mode("Knative")
+    assert knative["values"] == KNATIVE_VALUES
+    counts = knative["counts"]
+    assert {a for a in KNATIVE_ONLY | STANDARD_ONLY if counts[a]} == KNATIVE_ONLY
+    assert all(counts[a] == 1 for a in KNATIVE_ONLY)
+    # The resources that gained a count keep their state: moved to instance 0.
+    moved = {(b["from"], b["to"]) for b in blocks("moved", "03-kserve")}
+    assert moved == {(f"${{{a}}}", f"${{{a}[0]}}") for a in KNATIVE_ONLY}
+    serving = resources("kubernetes_manifest", "03-kserve")["knative_serving"]["manifest"]
+    assert serving["kind"] == "KnativeServing"
+    assert serving["spec"]["config"]["network"]["http-protocol"] == "Redirected"
+    assert serving["spec"]["config"]["certmanager"]["issuerRef"] == (
+        "kind: ClusterIssuer\nname: ${local.cluster_issuer}\n"
+    )
+
+
+def test_standard_mode_has_no_knative_and_enables_the_gateway_api_in_kserve():
+    standard = kserve_mode("Standard", domain="models.acme.dev")
+    counts = standard["counts"]
+    assert {a for a in KNATIVE_ONLY | STANDARD_ONLY if counts[a]} == STANDARD_ONLY
+    assert all(counts[a] == 1 for a in STANDARD_ONLY)
+    gateway = standard["gateway"]
+    assert standard["values"] == KNATIVE_VALUES | {
+        "kserve.controller.deploymentMode": "Standard",
+        "kserve.controller.gateway.ingressGateway.enableGatewayApi": "true",
+        "kserve.controller.gateway.ingressGateway.kserveGateway": (
+            f"{gateway['namespace']}/{gateway['name']}"
+        ),
+        "kserve.controller.gateway.domain": "models.acme.dev",
+    }
+    # Only these are counted: everything else (the KServe release, the namespace, the Roles)
+    # is planned in both modes.
+    assert set(counts) == KNATIVE_ONLY | STANDARD_ONLY | PRIVATE_CA_ONLY
+
+
+def test_standard_mode_gateway_is_istios_on_the_stage_02_gateway_with_https_only():
+    manifests = resources("kubernetes_manifest", "03-kserve")
+    gateway = manifests["kserve_gateway"]["manifest"]
+    assert gateway["kind"] == "Gateway"
+    assert gateway["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert gateway["metadata"] == {
+        "name": "${local.kserve_gateway.name}",
+        "namespace": "${local.kserve_gateway.namespace}",
+    }
+    spec = gateway["spec"]
+    # Istio's class, linked to the ingress gateway of stage 02 (the one address ingress_ip
+    # reports), whose namespace the chart's NetworkPolicy admits in Standard mode.
+    assert spec["gatewayClassName"] == "istio"
+    ingress = "data.kubernetes_service_v1.ingress.metadata[0]"
+    assert spec["addresses"] == [
+        {
+            "type": "Hostname",
+            "value": f"${{{ingress}.name}}.${{{ingress}.namespace}}.svc.cluster.local",
+        }
+    ]
+    ingress_service = blocks("data", "03-kserve")[0]["kubernetes_service_v1"]["ingress"]
+    assert ingress_service["metadata"][0] == {
+        "name": "istio-ingressgateway",
+        "namespace": "istio-system",
+    }
+    gateway_local = terraform_eval(
+        "03-kserve", {"gw": "local.kserve_gateway"}, stage_variables("03-kserve")
+    )["gw"]
+    assert gateway_local["namespace"] == "istio-system"
+    chart_values = yaml.safe_load((ROOT / "charts" / "torch-predictor" / "values.yaml").read_text())
+    assert gateway_local["namespace"] in chart_values["networkPolicy"]["gatewayNamespaces"]
+    listeners = {listener["name"]: listener for listener in spec["listeners"]}
+    assert set(listeners) == {"http", "https"}
+    for listener in listeners.values():
+        assert listener["hostname"] == "*.${var.domain}"
+    # HTTPS for the predictor namespace's routes only, with the certificate below.
+    https = listeners["https"]
+    assert (https["protocol"], https["port"], https["tls"]["mode"]) == ("HTTPS", 443, "Terminate")
+    assert https["tls"]["certificateRefs"] == [
+        {
+            "group": "",
+            "kind": "Secret",
+            "name": "${kubernetes_manifest.kserve_gateway_certificate[0].manifest.spec.secretName}",
+        }
+    ]
+    assert https["allowedRoutes"]["namespaces"] == {
+        "from": "Selector",
+        "selector": {
+            "matchLabels": {
+                "kubernetes.io/metadata.name": "${kubernetes_namespace_v1.models.metadata[0].name}"
+            }
+        },
+    }
+    # Plain HTTP takes routes of the Gateway's own namespace only: the redirect to HTTPS.
+    http = listeners["http"]
+    assert (http["protocol"], http["port"]) == ("HTTP", 80)
+    assert http["allowedRoutes"]["namespaces"] == {"from": "Same"}
+    redirect = manifests["kserve_gateway_https_redirect"]["manifest"]
+    assert redirect["metadata"]["namespace"] == "${local.kserve_gateway.namespace}"
+    assert redirect["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "${kubernetes_manifest.kserve_gateway[0].manifest.metadata.name}",
+            "sectionName": "http",
+        }
+    ]
+    (rule,) = redirect["spec"]["rules"]
+    assert rule["filters"] == [
+        {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+    ]
+    assert "backendRefs" not in rule
+
+
+def test_standard_mode_certificate_comes_from_the_same_issuer_as_knatives():
+    body = resources("kubernetes_manifest", "03-kserve")["kserve_gateway_certificate"]
+    certificate = body["manifest"]
+    assert certificate["kind"] == "Certificate"
+    assert certificate["metadata"]["namespace"] == "${local.kserve_gateway.namespace}"
+    # KServe's Standard-mode hosts are <name>-<namespace>.<domain>: one label under the domain.
+    assert certificate["spec"]["dnsNames"] == ["*.${var.domain}"]
+    assert certificate["spec"]["issuerRef"] == {
+        "group": "cert-manager.io",
+        "kind": "ClusterIssuer",
+        "name": "${local.cluster_issuer}",
+    }
+    assert body["depends_on"] == ["${kubernetes_manifest.gateway_ca_issuer}"]
+    for issuer in ("", "letsencrypt-dns"):
+        got = terraform_eval(
+            "03-kserve",
+            {"issuer": "local.cluster_issuer"},
+            stage_variables("03-kserve", cluster_issuer=issuer),
+        )
+        assert got["issuer"] == (issuer or "torch-predictor-ca")
+
+
+def test_outputs_describe_either_mode():
+    outputs = {k: v for b in blocks("output", "03-kserve") for k, v in b.items()}
+    assert outputs["kserve_deployment_mode"]["value"] == "${var.kserve_deployment_mode}"
+    assert outputs["kserve_gateway"]["value"].startswith("${local.standard ? ")
+    assert "data.kubernetes_service_v1.ingress" in outputs["ingress_ip"]["value"]
+    urls = {
+        mode: terraform_eval(
+            "03-kserve",
+            {"url": outputs["inference_url_format"]["value"][2:-1]},
+            stage_variables("03-kserve", kserve_deployment_mode=mode),
+        )["url"]
+        for mode in MODES
+    }
+    assert urls == {
+        "Knative": "https://<name>-predictor.<namespace>.example.com",
+        "Standard": "https://<name>-<namespace>.example.com",
+    }
+
+
+def test_the_gateway_api_crds_come_from_gke_when_asked():
+    cluster = resources("google_container_cluster")["primary"]
+    (dynamic,) = [d["gateway_api_config"] for d in cluster["dynamic"] if "gateway_api_config" in d]
+    assert dynamic["content"] == [{"channel": "${gateway_api_config.value}"}]
+    assert variable_defaults("01-cluster")["gateway_api_channel"] == ""
+    for channel, blocks_ in (("", []), ("CHANNEL_STANDARD", ["CHANNEL_STANDARD"])):
+        got = terraform_eval(
+            "01-cluster",
+            {"blocks": dynamic["for_each"][2:-1]},
+            stage_variables("01-cluster", gateway_api_channel=channel),
+        )
+        assert got["blocks"] == blocks_, channel
+    result = terraform_console(
+        "01-cluster",
+        {"c": "var.gateway_api_channel"},
+        stage_variables("01-cluster", gateway_api_channel="CHANNEL_EXPERIMENTAL"),
+    )
+    assert result.returncode != 0
 
 
 def test_cluster_has_workload_identity_release_channel_and_shielded_nodes():
@@ -262,8 +519,10 @@ def top_level_blocks(text: str, header: str) -> list[str]:
     return re.findall(rf"^{re.escape(header)}.*?^}}$", text, flags=re.M | re.S)
 
 
-def terraform_eval(stage: str, expressions: dict[str, str], variables: dict[str, str]) -> dict:
-    """Evaluates HCL expressions with the stage's real variables and locals (terraform console)."""
+def terraform_console(
+    stage: str, expressions: dict[str, str], variables: dict[str, str]
+) -> subprocess.CompletedProcess:
+    """`terraform console` on the stage's real variables and locals, asked for the expressions."""
     if shutil.which("terraform") is None:
         pytest.skip("no terraform binary on PATH")
     import tempfile
@@ -276,7 +535,7 @@ def terraform_eval(stage: str, expressions: dict[str, str], variables: dict[str,
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "main.tf").write_text("\n".join(sources))
         names = ", ".join(f"{name} = local.probe_{name}" for name in expressions)
-        result = subprocess.run(
+        return subprocess.run(
             ["terraform", "console", *(f"-var={k}={v}" for k, v in variables.items())],
             input=f"jsonencode({{{names}}})\n",
             capture_output=True,
@@ -284,6 +543,11 @@ def terraform_eval(stage: str, expressions: dict[str, str], variables: dict[str,
             cwd=tmp,
             timeout=60,
         )
+
+
+def terraform_eval(stage: str, expressions: dict[str, str], variables: dict[str, str]) -> dict:
+    """Evaluates HCL expressions with the stage's real variables and locals (terraform console)."""
+    result = terraform_console(stage, expressions, variables)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(json.loads(result.stdout.strip().splitlines()[-1]))
 

@@ -205,6 +205,15 @@ resource "google_container_cluster" "primary" {
     }
   }
 
+  # The Gateway API CRDs for KServe's Standard mode (stage 03's Gateway, of Istio's class, and
+  # KServe's HTTPRoutes). No block when empty: the cluster keeps what it has.
+  dynamic "gateway_api_config" {
+    for_each = var.gateway_api_channel == "" ? [] : [var.gateway_api_channel]
+    content {
+      channel = gateway_api_config.value
+    }
+  }
+
   # The project's policy (binary_authorization.tf): the predictor's images need the
   # attestation the delivery workflow creates after the scan.
   binary_authorization {

@@ -41,6 +41,17 @@ variable "release_channel" {
   }
 }
 
+variable "gateway_api_channel" {
+  type        = string
+  description = "GKE's Gateway API (the gateway.networking.k8s.io CRDs, and GKE's own GatewayClasses): CHANNEL_STANDARD for KServe's Standard mode (kserve_deployment_mode in stage 03-kserve), CHANNEL_DISABLED to turn it off, empty to leave the cluster as it is."
+  default     = ""
+
+  validation {
+    condition     = contains(["", "CHANNEL_STANDARD", "CHANNEL_DISABLED"], var.gateway_api_channel)
+    error_message = "gateway_api_channel must be empty, CHANNEL_STANDARD or CHANNEL_DISABLED."
+  }
+}
+
 variable "subnet_cidr" {
   type        = string
   description = "Primary range of the node subnet."

@@ -1,7 +1,8 @@
-# The issuer of the gateway's certificates. Without var.cluster_issuer, a private CA made
-# here: a self-signed issuer signs a CA certificate, and a CA issuer signs with it. Clients
-# must trust that CA (cert-manager/torch-predictor-ca, key ca.crt; docs/deploy.md).
-# cert-manager and its CRDs come from stage 02, so these manifests plan.
+# The issuer of the gateway's certificates, in both modes: Knative's per-route certificates
+# (main.tf) or the Gateway's wildcard certificate (gateway_api.tf, Standard mode). Without
+# var.cluster_issuer, a private CA made here: a self-signed issuer signs a CA certificate, and
+# a CA issuer signs with it. Clients must trust that CA (cert-manager/torch-predictor-ca, key
+# ca.crt; docs/deploy.md). cert-manager and its CRDs come from stage 02, so these manifests plan.
 
 locals {
   self_signed_ca = var.cluster_issuer == ""

@@ -54,7 +54,7 @@ variable "kserve_version" {
 
 variable "domain" {
   type        = string
-  description = "Knative domain of the InferenceService URLs (requests carry it in the Host header)."
+  description = "Domain of the InferenceService URLs (requests carry it in the Host header): Knative's domain in Knative mode, KServe's ingress domain and the Gateway's wildcard certificate in Standard mode."
   default     = "example.com"
 
   validation {
@@ -82,5 +82,16 @@ variable "cluster_issuer" {
   validation {
     condition     = can(regex("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", var.cluster_issuer))
     error_message = "cluster_issuer must be empty or the name of a ClusterIssuer."
+  }
+}
+
+variable "kserve_deployment_mode" {
+  type        = string
+  description = "KServe's deployment mode: Knative (Knative Serving revisions, tag URLs, scale to zero) or Standard (Deployments and Services, traffic through a Gateway API Gateway; needs gateway_api_channel = \"CHANNEL_STANDARD\" in stage 01-cluster)."
+  default     = "Knative"
+
+  validation {
+    condition     = contains(["Knative", "Standard"], var.kserve_deployment_mode)
+    error_message = "kserve_deployment_mode must be Knative or Standard."
   }
 }
