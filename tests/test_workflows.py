@@ -1,5 +1,7 @@
 """GitHub Actions workflows: actionlint, schema, SHA pins, permissions and deploy concurrency."""
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -182,11 +184,21 @@ def test_delivery_pipeline_shape():
     assert "vars.CANARY_PERCENT" in jobs["canary"]["env"]["CANARY_PERCENT"]
     assert jobs["build"]["env"]["IMAGE"] == "${{ vars.IMAGE_REPOSITORY }}:${{ github.sha }}"
     canary_steps = jobs["canary"]["steps"]
-    smoke = next(s for s in canary_steps if "smoke_test.py" in s.get("run", ""))
-    assert "latest-" in smoke["run"]
+    # One smoke test per deployment mode: Knative through the tag URL on the gateway, Standard
+    # through the API server's service proxy to the canary's own Service.
+    smokes = {s["if"]: s for s in canary_steps if "smoke_test.py" in s.get("run", "") and "if" in s}
+    assert set(smokes) == {
+        "steps.mode.outputs.deployment-mode == 'Knative'",
+        "steps.mode.outputs.deployment-mode == 'Standard'",
+    }
+    knative = smokes["steps.mode.outputs.deployment-mode == 'Knative'"]
+    standard = smokes["steps.mode.outputs.deployment-mode == 'Standard'"]
+    assert "latest-" in knative["run"] and "--ingress" in knative["run"]
+    assert '--service-proxy "$NAMESPACE/$SERVICE:80"' in standard["run"]
+    assert standard["env"]["SERVICE"] == "${{ steps.variant.outputs.service }}"
     rollback = next(s for s in canary_steps if " rollback " in s.get("run", ""))
     assert rollback["if"].startswith("failure()")
-    assert canary_steps.index(rollback) > canary_steps.index(smoke)
+    assert canary_steps.index(rollback) > max(map(canary_steps.index, smokes.values()))
     assert "workflow_dispatch" in load(GITHUB / "workflows" / "rollback.yml")["on"]
 
 
@@ -343,3 +355,282 @@ def test_no_dangerous_workflow_patterns(path):
             assert step.get("with", {}).get("persist-credentials") is False, path.name
     text = path.read_text()
     assert "write-all" not in text and "secrets.GITHUB_TOKEN" not in text
+
+
+# ---------------------------------------------------------------- deployment modes
+# The canary job's own shell steps, run here with fake helm, kubectl and python on PATH.
+
+
+def canary_step(step_id: str) -> dict:
+    steps = load(GITHUB / "workflows" / "deliver.yml")["jobs"]["canary"]["steps"]
+    return next(s for s in steps if s.get("id") == step_id)
+
+
+def run_step(step: dict, tmp_path: Path, fakes: dict[str, str], **env: str):
+    """Runs a step's script as GitHub does (bash -e) with the job's env; returns the result,
+    the step's outputs and what the fakes were asked (one line per call)."""
+    assert "${{" not in step["run"], "the script reads its inputs from env only"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, script in fakes.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/bash\n" + script)
+        path.chmod(0o755)
+    output, log = tmp_path / "output", tmp_path / "calls"
+    for path in (output, log):
+        path.write_text("")
+    job_env = {"NAMESPACE": "models", "ISVC_NAME": "torch-predictor", "MODEL_NAME": "m"}
+    result = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+            "RUNNER_TEMP": str(tmp_path),
+            "FAKE_LOG": str(log),
+            **job_env,
+            **env,
+        },
+    )
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    return result, outputs, log.read_text().splitlines()
+
+
+FAKE_HELM = '[ "$FAKE_RELEASE" = yes ]\n'
+FAKE_KUBECTL = """echo "$*" >> "$FAKE_LOG"
+case "$*" in
+  *"get configmap inferenceservice-config"*)
+    [ -n "$FAKE_DEPLOY" ] || { echo 'forbidden' >&2; exit 1; }
+    printf '%s' "$FAKE_DEPLOY" ;;
+  *"{.status.deploymentMode}"*) printf '%s' "$FAKE_STATUS" ;;
+  *"{.metadata.annotations"*) printf '%s' "$FAKE_ANNOTATION" ;;
+  *) echo "unexpected kubectl $*" >&2; exit 2 ;;
+esac
+"""
+CONFIGMAP_READ = "-n kserve get configmap inferenceservice-config -o jsonpath={.data.deploy}"
+
+
+@pytest.mark.parametrize(
+    ("release", "kserve_default", "status", "annotation", "expected"),
+    [
+        # First install: KServe's default for new InferenceServices, by either name.
+        ("no", "Knative", "", "", "Knative"),
+        ("no", "Serverless", "", "", "Knative"),
+        ("no", "Standard", "", "", "Standard"),
+        ("no", "RawDeployment", "", "", "Standard"),
+        # Afterwards: what the controller reports, else the annotation; never the default.
+        ("yes", "Knative", "Standard", "", "Standard"),
+        ("yes", "Standard", "Knative", "", "Knative"),
+        ("yes", "Knative", "", "RawDeployment", "Standard"),
+    ],
+)
+def test_canary_job_reads_the_deployment_mode_from_the_cluster(
+    tmp_path, release, kserve_default, status, annotation, expected
+):
+    result, outputs, calls = run_step(
+        canary_step("mode"),
+        tmp_path,
+        {"helm": FAKE_HELM, "kubectl": FAKE_KUBECTL},
+        FAKE_RELEASE=release,
+        FAKE_DEPLOY=json.dumps({"defaultDeploymentMode": kserve_default}),
+        FAKE_STATUS=status,
+        FAKE_ANNOTATION=annotation,
+        STORAGE_URI="gs://bucket/model",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outputs == {
+        "mode": "install" if release == "no" else "canary",
+        "deployment-mode": expected,
+    }
+    assert (CONFIGMAP_READ in calls) == (release == "no"), calls
+    assert "::warning::" not in result.stdout
+
+
+def test_canary_job_stops_on_a_mode_without_canaries_or_an_unreadable_default(tmp_path):
+    fakes = {"helm": FAKE_HELM, "kubectl": FAKE_KUBECTL}
+    step = canary_step("mode")
+    result, outputs, _ = run_step(
+        step, tmp_path, fakes, FAKE_RELEASE="yes", FAKE_STATUS="ModelMesh"
+    )
+    assert result.returncode != 0 and "::error::" in result.stdout and not outputs
+    result, outputs, _ = run_step(step, tmp_path, fakes, FAKE_RELEASE="no", FAKE_DEPLOY="")
+    assert result.returncode != 0 and not outputs
+    # Standard without a storage URI installs, and says canaries will need one.
+    deploy = json.dumps({"defaultDeploymentMode": "Standard"})
+    result, outputs, _ = run_step(step, tmp_path, fakes, FAKE_RELEASE="no", FAKE_DEPLOY=deploy)
+    assert result.returncode == 0 and outputs["deployment-mode"] == "Standard"
+    assert "::warning::" in result.stdout and "MODEL_STORAGE_URI" in result.stdout
+
+
+def test_first_install_tells_the_chart_the_mode_and_only_canaries_use_the_rollout_cli():
+    steps = load(GITHUB / "workflows" / "deliver.yml")["jobs"]["canary"]["steps"]
+    install = next(s for s in steps if "helm upgrade --install" in s.get("run", ""))
+    assert install["if"] == "steps.mode.outputs.mode == 'install'"
+    assert install["env"]["DEPLOYMENT_MODE"] == "${{ steps.mode.outputs.deployment-mode }}"
+    assert '--set "deploymentMode=$DEPLOYMENT_MODE"' in install["run"]
+    start = canary_step("start")
+    assert start["if"] == "steps.mode.outputs.mode == 'canary'"
+    # One command for both modes: the CLI finds the mode on the InferenceService.
+    assert "deployment-mode" not in start["if"] and 'start "$ISVC_NAME"' in start["run"]
+
+
+STATUS = {
+    "name": "torch-predictor",
+    "deploymentMode": "Standard",
+    "stable": {"name": "", "service": "torch-predictor-predictor", "model": {"image": "r:1@a"}},
+    "canaries": [
+        {"name": "old", "service": "torch-predictor-old-predictor", "model": {"image": "r:0@z"}},
+        {
+            "name": "sha-0123456789ab",
+            "service": "torch-predictor-sha-0123456789ab-predictor",
+            "model": {"image": "r:2@sha256:0123456789ab"},
+        },
+    ],
+}
+FAKE_PYTHON = 'echo "$*" >> "$FAKE_LOG"\ncat "$FAKE_STATUS_JSON"\n'
+
+
+@pytest.mark.parametrize(
+    ("mode", "image", "expected"),
+    [
+        (
+            "canary",
+            "r:2@sha256:0123456789ab",
+            {
+                "service": "torch-predictor-sha-0123456789ab-predictor",
+                "canary-name": "sha-0123456789ab",
+            },
+        ),
+        ("install", "r:1@a", {"service": "torch-predictor-predictor"}),
+    ],
+)
+def test_standard_mode_smoke_test_targets_the_service_that_serves_the_new_image(
+    tmp_path, mode, image, expected
+):
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps(STATUS))
+    step = canary_step("variant")
+    assert step["if"] == "steps.mode.outputs.deployment-mode == 'Standard'"
+    result, outputs, calls = run_step(
+        step,
+        tmp_path,
+        {"python": FAKE_PYTHON},
+        MODE=mode,
+        IMAGE=image,
+        FAKE_STATUS_JSON=str(status),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outputs == expected
+    assert calls == ["-m predictor.rollout -n models status torch-predictor -o json"]
+    # A canary serving another image is never tested in its place.
+    result, outputs, _ = run_step(
+        step,
+        tmp_path,
+        {"python": FAKE_PYTHON},
+        MODE="canary",
+        IMAGE="r:3@x",
+        FAKE_STATUS_JSON=str(status),
+    )
+    assert result.returncode != 0 and "::error::" in result.stdout and not outputs
+
+
+def test_promotion_and_rollbacks_are_one_command_in_either_mode(tmp_path):
+    jobs = load(GITHUB / "workflows" / "deliver.yml")["jobs"]
+    assert jobs["canary"]["outputs"]["canary-name"] == "${{ steps.variant.outputs.canary-name }}"
+    promote = next(s for s in jobs["promote"]["steps"] if "promote" in s.get("run", ""))
+    assert promote["env"]["CANARY_NAME"] == "${{ needs.canary.outputs.canary-name }}"
+    rollback = next(s for s in jobs["canary"]["steps"] if " rollback " in s.get("run", ""))
+    assert rollback["env"]["CANARY_NAME"] == "${{ steps.variant.outputs.canary-name }}"
+    fakes = {
+        "python": 'echo "$*" >> "$FAKE_LOG"\n',
+        "kubectl": 'echo "kubectl $*" >> "$FAKE_LOG"\n',
+    }
+    cli = "-m predictor.rollout -n models --timeout 600s"
+    for step, command in ((promote, "promote"), (rollback, "rollback")):
+        assert "deployment-mode" not in step.get("if", "")
+        # Knative mode (no canary name): the plain command; Standard: this run's canary.
+        for name, extra in (("", ""), ("sha-0123456789ab", " --canary-name sha-0123456789ab")):
+            result, _, calls = run_step(
+                step, tmp_path, fakes, CANARY_NAME=name, ROLLOUT_TIMEOUT="600s"
+            )
+            assert result.returncode == 0, result.stderr
+            assert calls[0] == f"{cli} {command} torch-predictor{extra}"
+    manual = load(GITHUB / "workflows" / "rollback.yml")["jobs"]["rollback"]
+    script = " ".join(s.get("run", "") for s in manual["steps"])
+    assert "predictor.rollout" in script and " rollback " in script
+    assert "latest-" not in script and "istio" not in script
+
+
+def test_terraform_workflow_passes_the_deployment_mode_to_the_stages():
+    env = load(GITHUB / "workflows" / "terraform.yml")["env"]
+    assert env["TF_VAR_kserve_deployment_mode"] == "${{ vars.KSERVE_DEPLOYMENT_MODE || 'Knative' }}"
+    assert env["TF_VAR_gateway_api_channel"] == (
+        "${{ vars.KSERVE_DEPLOYMENT_MODE == 'Standard' && 'CHANNEL_STANDARD' || '' }}"
+    )
+
+
+FAKE_PROXY_KUBECTL = """echo "$*" >> "$FAKE_LOG"
+[ -z "$FAKE_FAIL" ] || { echo "$FAKE_FAIL" >&2; exit 1; }
+case "$1 $2" in
+  "get --raw") echo '{"name": "m", "ready": true}' ;;
+  "create --raw")
+    body=$(cat "$5")
+    case "$3" in
+      *:predict) echo "{\\"predictions\\": [2.0, ${FAKE_SECOND:-4.0}], \\"sent\\": $body}" ;;
+      */infer) echo "{\\"outputs\\": [{\\"data\\": [2.0, ${FAKE_SECOND:-4.0}]}]}" ;;
+    esac ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def proxy_smoke(tmp_path: Path, **env: str):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text("#!/bin/bash\n" + FAKE_PROXY_KUBECTL)
+    kubectl.chmod(0o755)
+    log = tmp_path / "calls"
+    log.write_text("")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(GITHUB / "scripts" / "smoke_test.py"),
+            "--service-proxy=models/torch-predictor-c1-predictor:80",
+            "--model=m",
+            "--expect=2,4",
+            "--attempts=1",
+            "--timeout=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log), **env},
+    )
+    return result, log.read_text().splitlines()
+
+
+def test_smoke_test_through_the_service_proxy_gets_and_posts_with_kubectl(tmp_path):
+    result, calls = proxy_smoke(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "v1: ok [2.0, 4.0]" in result.stdout and "v2: ok [2.0, 4.0]" in result.stdout
+    proxy = "/api/v1/namespaces/models/services/torch-predictor-c1-predictor:80/proxy"
+    assert [c.split(" -f ")[0] for c in calls] == [
+        f"get --raw {proxy}/v1/models/m --request-timeout=5s",
+        f"create --raw {proxy}/v1/models/m:predict",
+        f"create --raw {proxy}/v2/models/m/infer",
+    ]
+    assert all(c.endswith("--request-timeout=5s") for c in calls)
+
+
+def test_smoke_test_through_the_service_proxy_fails_on_wrong_answers_or_refusals(tmp_path):
+    result, _ = proxy_smoke(tmp_path, FAKE_SECOND="5.0")
+    assert result.returncode == 1
+    assert "FAILED: v1: expected [2.0, 4.0], got [2.0, 5.0]" in result.stderr
+    forbidden = 'services "torch-predictor-c1-predictor" is forbidden: cannot get services/proxy'
+    result, calls = proxy_smoke(tmp_path, FAKE_FAIL=forbidden)
+    assert result.returncode == 1 and forbidden in result.stderr
+    assert "FAILED: no successful response" in result.stderr
