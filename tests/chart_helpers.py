@@ -26,7 +26,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = REPO_ROOT / "charts" / "torch-predictor"
 MANIFESTS_DIR = REPO_ROOT / "manifests"
-OVERLAYS = ("base", "overlays/canary", "overlays/gpu", "overlays/grpc")
+OVERLAYS = ("base", "overlays/canary", "overlays/gpu", "overlays/grpc", "overlays/standard-canary")
 RELEASE = "demo"
 NAMESPACE = "ml"
 REFERENCE_SCHEMA = (

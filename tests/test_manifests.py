@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 
 import pytest
 
 from tests.chart_helpers import (
+    MANIFESTS_DIR,
     OVERLAYS,
     RENDER_NAMES,
     checkov_binary,
     core_validation_errors,
+    kubectl,
     kustomize,
     objects,
     one,
     reference_schema_errors,
+    render,
     render_named,
 )
 from tests.isvc_schema import assert_valid_isvc, isvc_schema, validate_isvc
@@ -92,6 +96,116 @@ def test_grpc_overlay_routes_h2c_to_8081():
     container = container_of(isvc_of("overlays/grpc"))
     assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"]["port"] == 8080
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_standard_canary_overlay_runs_a_canary_beside_a_named_stable_predictor():
+    isvc = isvc_of("overlays/standard-canary")
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Standard"}
+    assert predictor["name"] == "stable"
+    assert "canaryTrafficPercent" not in predictor
+    # Standard mode: the HPA's metric, and the pod's own grace period the drain args fit.
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", 80)
+    grace = predictor["terminationGracePeriodSeconds"]
+    stable = container_of(isvc)
+    assert f"--drain_seconds={grace // 5}" in stable["args"]
+    assert f"--grace_period={(grace - grace // 5) // 2}" in stable["args"]
+    assert _env(stable)["STORAGE_URI"] == "gs://my-bucket/my-model"  # KServe requires one
+    assert stable["image"] == "ghcr.io/torch-kserve/torch-predictor:0.1.0"
+
+    (entry,) = isvc["spec"]["canary"]
+    assert entry["trafficPercent"] == 10
+    assert set(entry["predictor"]) == {"name", "containers"}
+    assert entry["predictor"]["name"] == "canary"
+    (canary,) = entry["predictor"]["containers"]
+    assert canary["image"] == "ghcr.io/torch-kserve/torch-predictor:0.2.0"
+    assert _env(canary)["STORAGE_URI"] == "gs://my-bucket/my-model-v2"
+
+    # KServe replaces the container list whole: the canary's is the stable one but for its
+    # image and model, so a change to the base must reach both.
+    def rest(container: dict) -> dict:
+        return {
+            **{k: v for k, v in container.items() if k != "image"},
+            "env": [e for e in container["env"] if e["name"] != "STORAGE_URI"],
+        }
+
+    assert rest(canary) == rest(stable)
+
+
+def _overlay_patch_commands(overlay: str) -> dict[str, list]:
+    """The `kubectl ... patch isvc ... --type json -p '[...]'` commands of an overlay's comment
+    header, as {'promote' or 'rollback': the JSON patch}."""
+    lines = (MANIFESTS_DIR / overlay / "kustomization.yaml").read_text().splitlines()
+    header = "\n".join(line.lstrip("#") for line in lines if line.startswith("#"))
+    found = {}
+    for patch in re.findall(r"patch isvc torch-predictor --type json -p '(\[.*?\])'", header, re.S):
+        operations = json.loads(patch)
+        kind = "promote" if any(op["op"] == "copy" for op in operations) else "rollback"
+        found[kind] = operations
+    return found
+
+
+def _kubectl_patch_local(obj: dict, operations: list, tmp_path) -> dict:
+    source = tmp_path / "isvc.json"
+    source.write_text(json.dumps(obj))
+    result = subprocess.run(
+        [kubectl(), "patch", "--local", "-f", str(source), "--type", "json"]
+        + ["-p", json.dumps(operations), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_standard_canary_overlay_promote_and_rollback_commands_do_what_they_say(tmp_path):
+    """The overlay's header commands, applied by kubectl to its own render: promotion makes the
+    canary's name and containers the stable predictor's (what KServe needs to keep the
+    canary's Deployment), rollback drops the canary and leaves the stable predictor as it is."""
+    isvc = isvc_of("overlays/standard-canary")
+    commands = _overlay_patch_commands("overlays/standard-canary")
+    assert set(commands) == {"promote", "rollback"}
+
+    promoted = _kubectl_patch_local(isvc, commands["promote"], tmp_path)
+    (entry,) = isvc["spec"]["canary"]
+    assert "canary" not in promoted["spec"]
+    assert promoted["spec"]["predictor"] == {**isvc["spec"]["predictor"], **entry["predictor"]}
+    assert validate_isvc(promoted) == []
+
+    rolled_back = _kubectl_patch_local(isvc, commands["rollback"], tmp_path)
+    assert rolled_back["spec"] == {"predictor": isvc["spec"]["predictor"]}
+
+    # The promotion tests the canary's name first: it refuses to promote another one.
+    renamed = copy.deepcopy(isvc)
+    renamed["spec"]["canary"][0]["predictor"]["name"] = "other"
+    source = tmp_path / "renamed.json"
+    source.write_text(json.dumps(renamed))
+    result = subprocess.run(
+        [kubectl(), "patch", "--local", "-f", str(source), "--type", "json"]
+        + ["-p", json.dumps(commands["promote"]), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+
+
+def test_standard_canary_overlay_ships_the_charts_standard_mode_policy():
+    """The chart's Standard-mode policy, without the helm test pod the overlay does not have."""
+    values = {"fullnameOverride": "torch-predictor", "deploymentMode": "Standard"}
+    chart = one(objects(render(values)), "NetworkPolicy", "predictor")
+    expected = copy.deepcopy(chart["spec"])
+    for rule in expected["ingress"]:
+        rule["from"] = [peer for peer in rule["from"] if "podSelector" not in peer]
+    overlay = one(list(kustomize("overlays/standard-canary")), "NetworkPolicy")
+    assert overlay["spec"] == expected
 
 
 # --- the strict InferenceService schema itself -------------------------------------------

@@ -20,6 +20,7 @@ from tests.chart_helpers import (
     CHART_DIR,
     OVERLAYS,
     RENDER_NAMES,
+    canary_predictors,
     core_validation_errors,
     kustomize,
     objects,
@@ -87,6 +88,16 @@ def kserve_pod_labels(isvc: dict[str, Any]) -> dict[str, str]:
         **isvc["metadata"].get("labels", {}),
         "serving.kserve.io/inferenceservice": isvc["metadata"]["name"],
         "component": "predictor",
+    }
+
+
+def kserve_canary_pod_labels(isvc: dict[str, Any], name: str) -> dict[str, str]:
+    """Labels of a Standard-mode canary's pods: the predictor's, with the app label of the
+    canary's own Deployment, and no label naming the canary (kserve/kserve v0.20.0,
+    buildPredictorResources for the canary's InferenceService copy)."""
+    return {
+        **kserve_pod_labels(isvc),
+        "app": f"isvc.{isvc['metadata']['name']}-{name}-predictor",
     }
 
 
@@ -165,6 +176,43 @@ def test_one_default_deny_policy_selects_exactly_the_predictor_pods(name):
         assert not selector["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
+CANARY_RENDERS = sorted(
+    name for name, docs in RENDERS.items() if one(docs, "InferenceService")["spec"].get("canary")
+)
+
+
+def test_the_renders_include_standard_mode_canaries():
+    assert {
+        "chart:standard-canary",
+        "chart:standard-abn",
+        "manifests/overlays/standard-canary",
+    } <= set(CANARY_RENDERS)
+
+
+@pytest.mark.parametrize("name", CANARY_RENDERS)
+def test_the_policy_covers_the_canary_pods_like_the_stable_ones(name):
+    """KServe gives a canary's pods the predictor's labels (and an app label of their own):
+    the policy selects them, and admits the gateway on the same container ports."""
+    docs = RENDERS[name]
+    isvc = one(docs, "InferenceService")
+    selector = policy_of(docs)["spec"]["podSelector"]["matchLabels"]
+    (stable,) = isvc["spec"]["predictor"]["containers"]
+    admitted = ingress_by_peer(policy_of(docs))["ns:istio-system"]
+    for canary, predictor in canary_predictors(isvc).items():
+        assert selector.items() <= kserve_canary_pod_labels(isvc, canary).items()
+        (container,) = predictor["containers"]
+        assert container["ports"] == stable["ports"]
+        assert {port["containerPort"] for port in container["ports"]} <= admitted
+
+
+@pytest.mark.parametrize("name", CANARY_RENDERS)
+def test_every_canary_pod_passes_the_restricted_profile(name):
+    isvc = one(RENDERS[name], "InferenceService")
+    for predictor in canary_predictors(isvc).values():
+        canary = {**isvc, "spec": {"predictor": predictor}}
+        assert restricted_violations(pod_of(canary)) == []
+
+
 @pytest.mark.parametrize("name", sorted(RENDERS))
 def test_ingress_only_from_the_serving_layer_and_metrics_scrapers(name):
     docs = RENDERS[name]
@@ -182,14 +230,15 @@ def test_ingress_only_from_the_serving_layer_and_metrics_scrapers(name):
         if "logger" in isvc["spec"]["predictor"]:
             ports.add(9081)  # KServe's agent is the Service's target then
         expected["ns:istio-system"] = ports
-        test_pod = one(docs, "Pod")
-        keys = (
-            "app.kubernetes.io/name",
-            "app.kubernetes.io/instance",
-            "app.kubernetes.io/component",
-        )
-        labels = {k: test_pod["metadata"]["labels"][k] for k in keys}
-        expected["pods:" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))] = ports
+        # The chart's helm test pod (the kustomize overlays have none).
+        for test_pod in (d for d in docs if d["kind"] == "Pod"):
+            keys = (
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/component",
+            )
+            labels = {k: test_pod["metadata"]["labels"][k] for k in keys}
+            expected["pods:" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))] = ports
     assert allowed == expected
 
 
