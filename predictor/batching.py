@@ -51,13 +51,13 @@ class Batcher:
         forward: Forward,
         max_batch_size: int,
         max_delay: float,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
         on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self.forward = forward
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
-        self.on_batch = on_batch  # rows of each batch
+        self.on_batch = on_batch  # rows of each batch, ns since its first request came
         self.on_wait = on_wait  # ns each request waited for its forward to start
         # One thread: batches run one after another, each using all the cores torch has.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
@@ -124,7 +124,8 @@ class Batcher:
         if not live:
             return
         if self.on_batch is not None:
-            self.on_batch(sum(p.rows for p in live))
+            delay = time.perf_counter_ns() - min(p.submitted_ns for p in live)
+            self.on_batch(sum(p.rows for p in live), delay)
         if len(live) == 1:
             await self._settle(
                 live[0], loop.run_in_executor(self._executor, self._call, live[0].arrays, live)

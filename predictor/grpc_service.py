@@ -35,7 +35,7 @@ from .grpc_wire import split_raw_contents
 from .health import not_serving
 from .logs import access_log, new_request_id
 from .metadata import MODEL_CONTROL_DISABLED, server_metadata
-from .metrics import observe_request
+from .metrics import observe_decode, observe_encode, observe_request
 from .model import TorchModel, ready_model
 
 logger = logging.getLogger("predictor")
@@ -69,9 +69,14 @@ class ModelInfer:
             model_name = message.model_name
             model = ready_model(self.registry.get_model(model_name), model_name)
             request = codec.decode_grpc(message, raw)
+            decoded = time.perf_counter()
+            observe_decode(model.name, "grpc", decoded - start)
             outputs = await model.run(request.inputs, headers)
+            encoding = time.perf_counter()
             outputs = classification.apply(outputs, request.classification, model.labels)
-            return codec.encode_grpc(model.name, request, outputs)
+            answer = codec.encode_grpc(model.name, request, outputs)
+            observe_encode(model.name, "grpc", time.perf_counter() - encoding)
+            return answer
         except HANDLED_ERRORS as failure:
             status, error = status_of(failure), message_of(failure)
         except Exception as failure:

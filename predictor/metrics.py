@@ -1,7 +1,10 @@
 """Prometheus metrics, served on KServe's /metrics beside KServe's own histograms.
 
 Requests are counted by model, protocol (v1, v2, legacy, grpc) and status code, so a
-dashboard can tell client errors from server errors and overload rejections.
+dashboard can tell client errors from server errors and overload rejections. Where a
+request's time goes: decode and encode by model and protocol; the wait before the forward,
+a batch's wait for company and the forward itself by model (a batch mixes protocols).
+KServe's own request_preprocess/predict/postprocess_seconds are filled too (model.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,42 @@ BATCH_SIZE = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+# From 10 µs (a small request's decode) to seconds (a large model's forward).
+STAGE_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)  # fmt: skip
+DECODE = Histogram(
+    "predictor_decode_seconds",
+    "Decoding a request's body into arrays, by model and protocol.",
+    ["model", "protocol"],
+    buckets=STAGE_BUCKETS,
+)
+ENCODE = Histogram(
+    "predictor_encode_seconds",
+    "Encoding the outputs into the answer, by model and protocol.",
+    ["model", "protocol"],
+    buckets=STAGE_BUCKETS,
+)
+QUEUE = Histogram(
+    "predictor_queue_seconds",
+    "A request's wait before its forward started (batching's queue and delay, or an "
+    "inference thread's queue; 0 when run at once), by model.",
+    ["model"],
+    buckets=STAGE_BUCKETS,
+)
+BATCH_DELAY = Histogram(
+    "predictor_batch_delay_seconds",
+    "How long each batch waited for company, from its first request to its forward, by model.",
+    ["model"],
+    buckets=STAGE_BUCKETS,
+)
+FORWARD = Histogram(
+    "predictor_forward_seconds",
+    "The module call of each forward (one per batch), by model.",
+    ["model"],
+    buckets=STAGE_BUCKETS,
+)
 MODEL_HEALTHY = Gauge(
     "predictor_model_healthy",
     "1 while the model can answer; 0 once it is broken (a fatal device error: liveness fails).",
@@ -48,6 +87,19 @@ MODEL_HEALTHY = Gauge(
 def _request_series(model: str, protocol: str, status: int):
     """Label lookups cost more than the increment; each series is looked up once."""
     return REQUESTS.labels(model, protocol, str(status)), LATENCY.labels(model, protocol)
+
+
+@functools.cache
+def _codec_series(model: str, protocol: str):
+    return DECODE.labels(model, protocol), ENCODE.labels(model, protocol)
+
+
+def observe_decode(model: str, protocol: str, seconds: float) -> None:
+    _codec_series(model, protocol)[0].observe(seconds)
+
+
+def observe_encode(model: str, protocol: str, seconds: float) -> None:
+    _codec_series(model, protocol)[1].observe(seconds)
 
 
 def observe_request(model: str, protocol: str, status: int, seconds: float) -> None:

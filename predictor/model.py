@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
 
 from . import classification, statistics
 from .batching import Batcher
@@ -32,7 +33,7 @@ from .decoders import Decoders, build_decoders
 from .errors import Overloaded, PayloadTooLarge, first_line
 from .health import Health, poisons_the_device
 from .loader import LoadedModel, ModelLoadError, load_model, resolve_model_dir
-from .metrics import BATCH_SIZE, IN_FLIGHT, MODEL_HEALTHY, REJECTED
+from .metrics import BATCH_DELAY, BATCH_SIZE, FORWARD, IN_FLIGHT, MODEL_HEALTHY, QUEUE, REJECTED
 from .signature import Signature, SignatureError, TensorSpec
 
 logger = logging.getLogger("predictor")
@@ -97,6 +98,12 @@ class TorchModel(Model):
         self._in_flight_gauge = IN_FLIGHT.labels(name)
         # Replaced by the registered one once loaded: the warm-up is not counted.
         self.statistics = statistics.ModelStatistics(name)
+        self._queue_seconds = QUEUE.labels(name)
+        self._forward_seconds: Any = _NOT_COUNTED  # FORWARD's once loaded, as statistics
+        self._stage_seconds = [
+            histogram.labels(model_name=name)
+            for histogram in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME)
+        ]
         self.decoders = Decoders({}, {})
         self.wire_inputs: list[TensorSpec] = []
         self.input_names: list[str] = []
@@ -136,13 +143,14 @@ class TorchModel(Model):
                 self.forward,
                 int(max_batch),
                 options.max_batch_delay_ms / 1000.0,
-                on_batch=BATCH_SIZE.labels(self.name).observe,
-                on_wait=lambda ns: self.statistics.waited(ns),
+                on_batch=self._batched,
+                on_wait=self._waited,
             )
         if options.compile:
             self._compile(int(max_batch))
         self._warm_up()
         self.statistics = statistics.register(self.name)
+        self._forward_seconds = FORWARD.labels(self.name)
         logger.info(
             "loaded %s model %s from %s on %s",
             self.loaded.kind,
@@ -296,7 +304,7 @@ class TorchModel(Model):
             if self._batcher is not None:
                 outputs = await self._batcher.submit(arrays)
             elif self.cost.predict_us(arrays) <= self.options.inline_max_us:
-                self.statistics.waited(0)
+                self._waited(0)
                 outputs = self.forward(arrays)
             else:
                 loop = asyncio.get_running_loop()
@@ -312,8 +320,18 @@ class TorchModel(Model):
 
     def _forward_after_wait(self, arrays: list[np.ndarray], submitted_ns: int) -> dict:
         """forward() on an inference thread, its wait for the thread counted as queueing."""
-        self.statistics.waited(time.perf_counter_ns() - submitted_ns)
+        self._waited(time.perf_counter_ns() - submitted_ns)
         return self.forward(arrays, off_loop=True)
+
+    def _waited(self, ns: int) -> None:
+        """A request waited `ns` before its forward started."""
+        self.statistics.waited(ns)
+        self._queue_seconds.observe(ns / 1e9)
+
+    def _batched(self, rows: int, delay_ns: int) -> None:
+        """A batch of `rows` rows starts, `delay_ns` after its first request arrived."""
+        BATCH_SIZE.labels(self.name).observe(rows)
+        BATCH_DELAY.labels(self.name).observe(delay_ns / 1e9)
 
     def forward(self, arrays: list[np.ndarray], off_loop: bool = False) -> dict[str, np.ndarray]:
         """Call the module on numpy arrays: on the event loop when cheap, else (off_loop)
@@ -351,6 +369,7 @@ class TorchModel(Model):
                 self._memory_failures = 0
                 outputs = self._to_numpy(result, float_dtype)
                 first = arrays[0] if arrays else None
+                self._forward_seconds.observe((infer_ns - input_ns) / 1e9)
                 self.statistics.executed(
                     first.shape[0] if first is not None and first.ndim else 1,
                     input_ns - started_ns,
@@ -421,9 +440,17 @@ class TorchModel(Model):
     async def run(self, inputs: dict[str, np.ndarray], headers: dict | None = None) -> dict:
         """What every protocol calls once it has decoded its request into named arrays:
         preprocess -> predict -> postprocess. Subclasses customise any of the three."""
+        preprocess, predict, postprocess = self._stage_seconds  # KServe's own histograms
+        start = time.perf_counter()
         inputs = await self.preprocess(inputs, headers)
+        decoded = time.perf_counter()
+        preprocess.observe(decoded - start)
         outputs = await self.predict(inputs, headers)
-        return await self.postprocess(outputs, headers)
+        predicted = time.perf_counter()
+        predict.observe(predicted - decoded)
+        outputs = await self.postprocess(outputs, headers)
+        postprocess.observe(time.perf_counter() - predicted)
+        return outputs
 
     async def preprocess(self, payload: Any, headers: dict | None = None) -> Any:
         """Named input arrays, as decoded from V1, V2 or gRPC -> what predict takes: the
@@ -442,6 +469,16 @@ class TorchModel(Model):
     ) -> Any:
         """Named output arrays -> what the protocol encodes (named arrays)."""
         return result
+
+
+class _NotCounted:
+    """Where the warm-up's timings go."""
+
+    def observe(self, value: float) -> None:
+        pass
+
+
+_NOT_COUNTED = _NotCounted()
 
 
 def ready_model(model: object, name: str) -> TorchModel:

@@ -18,6 +18,7 @@ ASGI. Everything else (metrics, docs, the repository index) stays KServe's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .health import not_serving
 from .metadata import MODEL_CONTROL_DISABLED, model_metadata, server_metadata
+from .metrics import observe_decode, observe_encode
 from .model import TorchModel, ready_model
 
 JSON = "application/json"
@@ -158,19 +160,26 @@ class Routes:
         try:
             model = self.model(request.path_params["model_name"])
             _require_json(request)
+            start = time.perf_counter()
             v1 = codec.decode_v1_body(request.body, model.input_names, model.input_datatypes)
             classes = classification.v1_parameter(v1.parameters)
+            observe_decode(model.name, "v1", time.perf_counter() - start)
             outputs = await model.run(v1.inputs, request.headers)
+            start = time.perf_counter()
             if classes is not None:
                 predictions = classification.v1_predictions(outputs, classes, model.labels)
-                return HttpResponse(200, codec.dumps({"predictions": predictions}))
-            return HttpResponse(200, codec.encode_v1(outputs))
+                body = codec.dumps({"predictions": predictions})
+            else:
+                body = codec.encode_v1(outputs)
+            observe_encode(model.name, "v1", time.perf_counter() - start)
+            return HttpResponse(200, body)
         except HANDLED_ERRORS as error:
             return error_response(error)
 
     async def v2_infer(self, request: HttpRequest) -> HttpResponse:
         try:
             model = self.model(request.path_params["model_name"])
+            start = time.perf_counter()
             header_length = request.headers.get(codec.HEADER_LENGTH)
             if header_length is not None:
                 infer_request = codec.decode_v2_binary(request.body, header_length)
@@ -181,9 +190,12 @@ class Routes:
                     )
                 _require_json(request)
                 infer_request = codec.decode_v2_json(codec.parse_json(request.body))
+            observe_decode(model.name, "v2", time.perf_counter() - start)
             outputs = await model.run(infer_request.inputs, request.headers)
+            start = time.perf_counter()
             outputs = classification.apply(outputs, infer_request.classification, model.labels)
             content, headers = codec.encode_v2(model.name, infer_request, outputs)
+            observe_encode(model.name, "v2", time.perf_counter() - start)
             return HttpResponse(200, content, headers)
         except HANDLED_ERRORS as error:
             return error_response(error)
@@ -194,6 +206,7 @@ class Routes:
             served = next(iter(self.models.values()))
             model = ready_model(served, served.name)
             _require_json(request)
+            start = time.perf_counter()
             document = codec.parse_json(request.body)
             if not isinstance(document, dict) or "values_list" not in document:
                 raise InvalidInput('body must be a JSON object with a "values_list" field')
@@ -201,6 +214,7 @@ class Routes:
             if not isinstance(values, list):
                 raise InvalidInput('"values_list" must be a list of numbers')
             array = codec.array_from_json(values, None, '"values_list"', booleans=False)
+            observe_decode(model.name, "legacy", time.perf_counter() - start)
             outputs = await model.run({model.signature.input_names[0]: array}, request.headers)
         except (UnsupportedMediaType, InvalidInput) as error:
             # The original service answered every invalid body with 422.
@@ -208,9 +222,11 @@ class Routes:
             return error_response(error, legacy=True, status=None if too_large else 422)
         except HANDLED_ERRORS as error:
             return error_response(error, legacy=True)
+        start = time.perf_counter()
         tensor = codec.json_value(next(iter(outputs.values())))
-        result = {"error": False, "result": {"tensor_list": tensor}}
-        return HttpResponse(200, codec.dumps(result))
+        body = codec.dumps({"error": False, "result": {"tensor_list": tensor}})
+        observe_encode(model.name, "legacy", time.perf_counter() - start)
+        return HttpResponse(200, body)
 
     async def no_versions(self, request: HttpRequest) -> HttpResponse:
         """Model versions: KServe answers 501 for any of them; a client asking for a version

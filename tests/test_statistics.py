@@ -1,6 +1,7 @@
-"""Triton's statistics extension (`GET /v2/models[/{name}]/stats`), against real server
-processes: the counts must match the requests sent, over V1, V2 and gRPC, with and without
-adaptive batching, and tritonclient's own HTTP client must read them."""
+"""Triton's statistics extension (`GET /v2/models[/{name}]/stats`) and the histograms that
+explain latency (/metrics), against real server processes: the counts must match the requests
+sent, over V1, V2, gRPC and /api/predict, with and without adaptive batching, and
+tritonclient's own HTTP client must read the statistics."""
 
 from __future__ import annotations
 
@@ -82,6 +83,22 @@ def test_counts_match_the_requests_sent_on_every_protocol(server):
     assert sent_at_ms - 1000 <= model["last_inference"] <= time.time() * 1000 + 1000
     assert stats(server, "/v2/models/stats")["model_stats"] == [model]
 
+    # The same requests in the histograms; decode is timed for the bad request too only if it
+    # got past decoding (it did not), encode only for answers.
+    legacy = requests.post(server.http_url + "/api/predict/", json={"values_list": [1, 2]})
+    assert legacy.status_code == 200
+    for protocol, count in (("v1", 3), ("v2", 2), ("grpc", 1), ("legacy", 1)):
+        labels = f'{{model="model",protocol="{protocol}"}}'
+        assert server.metric(f"predictor_decode_seconds_count{labels}") == count, protocol
+        assert server.metric(f"predictor_encode_seconds_count{labels}") == count, protocol
+    assert server.metric('predictor_queue_seconds_count{model="model"}') == 7
+    assert server.metric('predictor_forward_seconds_count{model="model"}') == 7
+    assert server.metric('predictor_forward_seconds_sum{model="model"}') > 0
+    # KServe's own histograms, for dashboards built on them.
+    for kserve_series in ("preprocess", "predict", "postprocess"):
+        series = f'request_{kserve_series}_seconds_count{{model_name="model"}}'
+        assert server.metric(series) == 7, series
+
 
 def test_unknown_models_and_versions_are_404s(server):
     response = requests.get(server.http_url + "/v2/models/nope/stats", timeout=10)
@@ -106,6 +123,8 @@ def test_batched_requests_count_once_each_and_their_batches_once_each():
         assert [a.status_code for a in answers] == [200] * 8
         client = httpclient.InferenceServerClient(server.http_target)
         [model] = client.get_inference_statistics("model")["model_stats"]
+        batches = server.metric('predictor_batch_delay_seconds_count{model="model"}')
+        delay = server.metric('predictor_batch_delay_seconds_sum{model="model"}')
     assert model["inference_count"] == 8
     assert model["inference_stats"]["success"]["count"] == 8
     assert model["inference_stats"]["queue"]["count"] == 8
@@ -115,3 +134,5 @@ def test_batched_requests_count_once_each_and_their_batches_once_each():
     sizes = {b["batch_size"]: b["compute_infer"]["count"] for b in model["batch_stats"]}
     assert sum(size * count for size, count in sizes.items()) == 8
     assert max(sizes) > 1
+    assert batches == model["execution_count"]  # one delay per batch
+    assert delay is not None and delay > 0
