@@ -15,7 +15,7 @@ from kserve import model_server
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
-from . import edge, grpc_service, http_server, logs
+from . import edge, grpc_service, http_server, logs, tracing
 from .compiled import MODES as COMPILE_MODES
 from .handlers import resolve_handler
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # ModelServer configures KServe's logging; quiet its per-request lines after that.
     logs.configure(args.log_level, args.enable_access_log, args.enable_latency_logging)
+    tracing.configure()
     use_uvloop(args.event_loop)
     server.start([model])
     return 0

@@ -24,12 +24,23 @@ logger = logging.getLogger("predictor.batching")
 Forward = Callable[[list[np.ndarray]], dict[str, np.ndarray]]
 
 
+@dataclass(slots=True)
+class ForwardTiming:
+    """When one request's forward ran (perf_counter ns), whoever ran it: the request waited
+    from `queued_ns` to `started_ns` (statistics' queue, a trace's queue span), and the
+    forward, alone or in a batch of `batch_rows` rows, took until `finished_ns`."""
+
+    queued_ns: int
+    started_ns: int = 0
+    finished_ns: int = 0
+    batch_rows: int = 0
+
+
 @dataclass
 class _Pending:
     arrays: list[np.ndarray]
     future: asyncio.Future = field(repr=False)
-    submitted_ns: int = field(default_factory=time.perf_counter_ns)
-    wait_reported: bool = False
+    timing: ForwardTiming = field(default_factory=lambda: ForwardTiming(time.perf_counter_ns()))
 
     @property
     def rows(self) -> int:
@@ -52,21 +63,24 @@ class Batcher:
         max_batch_size: int,
         max_delay: float,
         on_batch: Callable[[int, int], None] | None = None,
-        on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self.forward = forward
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.on_batch = on_batch  # rows of each batch, ns since its first request came
-        self.on_wait = on_wait  # ns each request waited for its forward to start
         # One thread: batches run one after another, each using all the cores torch has.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
 
-    async def submit(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    async def submit(
+        self, arrays: list[np.ndarray], timing: ForwardTiming | None = None
+    ) -> dict[str, np.ndarray]:
+        """The request's outputs; `timing` (if given) says when its forward ran."""
         loop = asyncio.get_running_loop()
         pending = _Pending(arrays, loop.create_future())
+        if timing is not None:
+            pending.timing = timing
         if not pending.stackable or pending.rows >= self.max_batch_size:
             return await loop.run_in_executor(self._executor, self._call, arrays, [pending])
         if self._worker is None or self._worker.done():
@@ -124,7 +138,7 @@ class Batcher:
         if not live:
             return
         if self.on_batch is not None:
-            delay = time.perf_counter_ns() - min(p.submitted_ns for p in live)
+            delay = time.perf_counter_ns() - min(p.timing.queued_ns for p in live)
             self.on_batch(sum(p.rows for p in live), delay)
         if len(live) == 1:
             await self._settle(
@@ -152,14 +166,16 @@ class Batcher:
             start = end
 
     def _call(self, arrays: list[np.ndarray], pendings: list[_Pending]) -> dict[str, np.ndarray]:
-        """The forward, on the batch thread, once each request's wait is reported."""
-        if self.on_wait is not None:
-            now = time.perf_counter_ns()
-            for pending in pendings:
-                if not pending.wait_reported:  # a batch retried one by one waited once
-                    pending.wait_reported = True
-                    self.on_wait(now - pending.submitted_ns)
-        return self.forward(arrays)
+        """The forward, on the batch thread, timed for each request it serves (a batch
+        retried one by one: the retry is what served it)."""
+        started = time.perf_counter_ns()
+        outputs = self.forward(arrays)
+        finished = time.perf_counter_ns()
+        rows = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
+        for pending in pendings:
+            timing = pending.timing
+            timing.started_ns, timing.finished_ns, timing.batch_rows = started, finished, rows
+        return outputs
 
     @staticmethod
     async def _settle(pending: _Pending, work: asyncio.Future) -> None:

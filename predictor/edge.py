@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from kserve.errors import InferenceError
 from starlette.responses import Response
 
+from . import tracing
 from .errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, fault_message
 from .logs import access_log, new_request_id
 from .metrics import REJECTED, observe_request
@@ -71,6 +72,11 @@ class Edge:
         else:
             handler, path_params = route
             legacy = path.startswith("/api/")
+            span = (
+                tracing.start_request(f"{method} {path}", headers, _protocol(path))
+                if method == "POST"
+                else None
+            )
             try:
                 body = await self._read_body(receive, headers)
                 response = await handler(HttpRequest(path_params, headers, body))
@@ -89,10 +95,10 @@ class Edge:
                     response.headers["connection"] = "close"
                 await _send(send, response, id_header)
             status, error = response.status, response.error
+            tracing.finish_request(span, self.model_name, status, request_id, error)
         elapsed = time.perf_counter() - start
         if route is not None and method == "POST":
-            protocol = "legacy" if path.startswith("/api/") else path[1:3]
-            observe_request(self.model_name, protocol, status, elapsed)
+            observe_request(self.model_name, _protocol(path), status, elapsed)
         probe = (method == "GET" and path.startswith(PROBE_PATHS)) or path in ("/", "/v2")
         access_log.write(request_id, method, path, status, elapsed, error, quiet=probe)
 
@@ -165,6 +171,11 @@ class Edge:
             await _send(send, response, id_header)
             return response.status, response.error
         return status, None
+
+
+def _protocol(path: str) -> str:
+    """v1, v2 or legacy: the protocol label of an inference route's path."""
+    return "legacy" if path.startswith("/api/") else path[1:3]
 
 
 async def _send(send, response: HttpResponse, id_header: tuple[bytes, bytes]) -> None:

@@ -29,13 +29,13 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 
-from . import classification, codec
+from . import classification, codec, tracing
 from .errors import HANDLED_ERRORS, fault_message, message_of, status_of
 from .grpc_wire import split_raw_contents
 from .health import not_serving
 from .logs import access_log, new_request_id
 from .metadata import MODEL_CONTROL_DISABLED, server_metadata
-from .metrics import observe_decode, observe_encode, observe_request
+from .metrics import observe_request, observe_stage
 from .model import TorchModel, ready_model
 
 logger = logging.getLogger("predictor")
@@ -63,6 +63,7 @@ class ModelInfer:
     async def handle(self, wire: bytes, context: aio.ServicerContext) -> bytes:
         start = time.perf_counter()
         headers = dict(context.invocation_metadata() or ())
+        span = tracing.start_request(MODEL_INFER[1:], headers, "grpc")
         model_name, status, error = "", 200, None
         try:
             message, raw = split_raw_contents(wire)
@@ -70,12 +71,15 @@ class ModelInfer:
             model = ready_model(self.registry.get_model(model_name), model_name)
             request = codec.decode_grpc(message, raw)
             decoded = time.perf_counter()
-            observe_decode(model.name, "grpc", decoded - start)
+            observe_stage("decode", model.name, "grpc", decoded - start)
+            tracing.child("decode", start, decoded)
             outputs = await model.run(request.inputs, headers)
             encoding = time.perf_counter()
             outputs = classification.apply(outputs, request.classification, model.labels)
             answer = codec.encode_grpc(model.name, request, outputs)
-            observe_encode(model.name, "grpc", time.perf_counter() - encoding)
+            encoded = time.perf_counter()
+            observe_stage("encode", model.name, "grpc", encoded - encoding)
+            tracing.child("encode", encoding, encoded)
             return answer
         except HANDLED_ERRORS as failure:
             status, error = status_of(failure), message_of(failure)
@@ -86,6 +90,7 @@ class ModelInfer:
             elapsed = time.perf_counter() - start
             observe_request(model_name, "grpc", status, elapsed)
             request_id = headers.get("x-request-id") or new_request_id()
+            tracing.finish_request(span, model_name, status, request_id, error)
             path = f"ModelInfer/{model_name}"
             access_log.write(request_id, "grpc", path, status, elapsed, error)
         # A status, not an exception: the call ends with it and no response message.

@@ -90,16 +90,13 @@ def _request_series(model: str, protocol: str, status: int):
 
 
 @functools.cache
-def _codec_series(model: str, protocol: str):
-    return DECODE.labels(model, protocol), ENCODE.labels(model, protocol)
+def _stage_series(stage: str, model: str, protocol: str):
+    return (DECODE if stage == "decode" else ENCODE).labels(model, protocol)
 
 
-def observe_decode(model: str, protocol: str, seconds: float) -> None:
-    _codec_series(model, protocol)[0].observe(seconds)
-
-
-def observe_encode(model: str, protocol: str, seconds: float) -> None:
-    _codec_series(model, protocol)[1].observe(seconds)
+def observe_stage(stage: str, model: str, protocol: str, seconds: float) -> None:
+    """A request's decode or encode took `seconds`."""
+    _stage_series(stage, model, protocol).observe(seconds)
 
 
 def observe_request(model: str, protocol: str, status: int, seconds: float) -> None:

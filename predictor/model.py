@@ -9,6 +9,7 @@ event loop unless the call is cheaper than a thread hand-off) -> `postprocess`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -22,8 +23,8 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
 
-from . import classification, statistics
-from .batching import Batcher
+from . import classification, statistics, tracing
+from .batching import Batcher, ForwardTiming
 from .bytes_tensors import is_bytes
 from .compiled import CompileError, compile_module, served_batch_sizes
 from .compiled import warm_up as compile_warm_up
@@ -144,7 +145,6 @@ class TorchModel(Model):
                 int(max_batch),
                 options.max_batch_delay_ms / 1000.0,
                 on_batch=self._batched,
-                on_wait=self._waited,
             )
         if options.compile:
             self._compile(int(max_batch))
@@ -300,42 +300,46 @@ class TorchModel(Model):
             )
         self.inflight += 1
         self._in_flight_gauge.inc()
+        timing = ForwardTiming(time.perf_counter_ns())
         try:
             if self._batcher is not None:
-                outputs = await self._batcher.submit(arrays)
+                outputs = await self._batcher.submit(arrays, timing)
             elif self.cost.predict_us(arrays) <= self.options.inline_max_us:
-                self._waited(0)
-                outputs = self.forward(arrays)
+                outputs = self.forward(arrays, timing=timing)
             else:
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(
-                    self._executor, self._forward_after_wait, arrays, time.perf_counter_ns()
+                    self._executor, functools.partial(self.forward, arrays, True, timing)
                 )
         finally:
             self.inflight -= 1
             self._in_flight_gauge.dec()
         first = arrays[0] if arrays else None
-        self.statistics.inferred(first.shape[0] if first is not None and first.ndim else 1)
+        self._served(timing, first.shape[0] if first is not None and first.ndim else 1)
         return outputs
 
-    def _forward_after_wait(self, arrays: list[np.ndarray], submitted_ns: int) -> dict:
-        """forward() on an inference thread, its wait for the thread counted as queueing."""
-        self._waited(time.perf_counter_ns() - submitted_ns)
-        return self.forward(arrays, off_loop=True)
-
-    def _waited(self, ns: int) -> None:
-        """A request waited `ns` before its forward started."""
-        self.statistics.waited(ns)
-        self._queue_seconds.observe(ns / 1e9)
+    def _served(self, timing: ForwardTiming, rows: int) -> None:
+        """A request's forward succeeded: its wait and its rows, in the statistics, the
+        queue histogram and (when tracing) its queue and forward spans."""
+        waited = timing.started_ns - timing.queued_ns
+        self.statistics.waited(waited)
+        self.statistics.inferred(rows)
+        self._queue_seconds.observe(waited / 1e9)
+        tracing.forward_spans(timing, rows)
 
     def _batched(self, rows: int, delay_ns: int) -> None:
         """A batch of `rows` rows starts, `delay_ns` after its first request arrived."""
         BATCH_SIZE.labels(self.name).observe(rows)
         BATCH_DELAY.labels(self.name).observe(delay_ns / 1e9)
 
-    def forward(self, arrays: list[np.ndarray], off_loop: bool = False) -> dict[str, np.ndarray]:
+    def forward(
+        self,
+        arrays: list[np.ndarray],
+        off_loop: bool = False,
+        timing: ForwardTiming | None = None,
+    ) -> dict[str, np.ndarray]:
         """Call the module on numpy arrays: on the event loop when cheap, else (off_loop)
-        on an inference thread."""
+        on an inference thread; `timing` (if given) gets when it ran."""
         float_dtype = next((a.dtype for a in arrays if a.dtype.kind == "f"), np.dtype(np.float32))
         with torch.inference_mode():
             started_ns = time.perf_counter_ns()
@@ -368,14 +372,16 @@ class TorchModel(Model):
             if out_of_memory is None:
                 self._memory_failures = 0
                 outputs = self._to_numpy(result, float_dtype)
+                finished_ns = time.perf_counter_ns()
                 first = arrays[0] if arrays else None
+                rows = first.shape[0] if first is not None and first.ndim else 1
                 self._forward_seconds.observe((infer_ns - input_ns) / 1e9)
                 self.statistics.executed(
-                    first.shape[0] if first is not None and first.ndim else 1,
-                    input_ns - started_ns,
-                    infer_ns - input_ns,
-                    time.perf_counter_ns() - infer_ns,
+                    rows, input_ns - started_ns, infer_ns - input_ns, finished_ns - infer_ns
                 )
+                if timing is not None:
+                    timing.started_ns, timing.finished_ns = started_ns, finished_ns
+                    timing.batch_rows = rows
                 return outputs
         # Out of the handler, so the failed call's tensors (held by its traceback) are gone.
         del tensors

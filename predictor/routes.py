@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
-from . import classification, codec, statistics
+from . import classification, codec, statistics, tracing
 from .errors import (
     HANDLED_ERRORS,
     Overloaded,
@@ -37,7 +37,7 @@ from .errors import (
 )
 from .health import not_serving
 from .metadata import MODEL_CONTROL_DISABLED, model_metadata, server_metadata
-from .metrics import observe_decode, observe_encode
+from .metrics import observe_stage
 from .model import TorchModel, ready_model
 
 JSON = "application/json"
@@ -76,6 +76,14 @@ def _require_json(request: HttpRequest) -> None:
     media = _media_type(request)
     if media not in ("", JSON, CURL_DEFAULT) and not media.endswith("+json"):
         raise UnsupportedMediaType(f"content type {media!r} is not supported; send {JSON}")
+
+
+def _stage_done(stage: str, model: str, protocol: str, start: float) -> None:
+    """A decode or encode that began at `start` is done: its histogram, and its span when
+    the request is traced."""
+    end = time.perf_counter()
+    observe_stage(stage, model, protocol, end - start)
+    tracing.child(stage, start, end)
 
 
 def _json(document: dict) -> HttpResponse:
@@ -163,7 +171,7 @@ class Routes:
             start = time.perf_counter()
             v1 = codec.decode_v1_body(request.body, model.input_names, model.input_datatypes)
             classes = classification.v1_parameter(v1.parameters)
-            observe_decode(model.name, "v1", time.perf_counter() - start)
+            _stage_done("decode", model.name, "v1", start)
             outputs = await model.run(v1.inputs, request.headers)
             start = time.perf_counter()
             if classes is not None:
@@ -171,7 +179,7 @@ class Routes:
                 body = codec.dumps({"predictions": predictions})
             else:
                 body = codec.encode_v1(outputs)
-            observe_encode(model.name, "v1", time.perf_counter() - start)
+            _stage_done("encode", model.name, "v1", start)
             return HttpResponse(200, body)
         except HANDLED_ERRORS as error:
             return error_response(error)
@@ -190,12 +198,12 @@ class Routes:
                     )
                 _require_json(request)
                 infer_request = codec.decode_v2_json(codec.parse_json(request.body))
-            observe_decode(model.name, "v2", time.perf_counter() - start)
+            _stage_done("decode", model.name, "v2", start)
             outputs = await model.run(infer_request.inputs, request.headers)
             start = time.perf_counter()
             outputs = classification.apply(outputs, infer_request.classification, model.labels)
             content, headers = codec.encode_v2(model.name, infer_request, outputs)
-            observe_encode(model.name, "v2", time.perf_counter() - start)
+            _stage_done("encode", model.name, "v2", start)
             return HttpResponse(200, content, headers)
         except HANDLED_ERRORS as error:
             return error_response(error)
@@ -214,7 +222,7 @@ class Routes:
             if not isinstance(values, list):
                 raise InvalidInput('"values_list" must be a list of numbers')
             array = codec.array_from_json(values, None, '"values_list"', booleans=False)
-            observe_decode(model.name, "legacy", time.perf_counter() - start)
+            _stage_done("decode", model.name, "legacy", start)
             outputs = await model.run({model.signature.input_names[0]: array}, request.headers)
         except (UnsupportedMediaType, InvalidInput) as error:
             # The original service answered every invalid body with 422.
@@ -225,7 +233,7 @@ class Routes:
         start = time.perf_counter()
         tensor = codec.json_value(next(iter(outputs.values())))
         body = codec.dumps({"error": False, "result": {"tensor_list": tensor}})
-        observe_encode(model.name, "legacy", time.perf_counter() - start)
+        _stage_done("encode", model.name, "legacy", start)
         return HttpResponse(200, body)
 
     async def no_versions(self, request: HttpRequest) -> HttpResponse:
