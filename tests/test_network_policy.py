@@ -9,6 +9,7 @@ Terraform files; nothing here talks to a cluster.
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -29,7 +30,7 @@ from tests.chart_helpers import (
     render_named,
     values_of,
 )
-from tests.test_terraform import blocks, resources, variable_defaults
+from tests.test_terraform import blocks, kserve_mode, resources, variable_defaults
 
 KNATIVE_NAMESPACES = {"knative-serving", "istio-system"}
 # Knative's queue-proxy: 8012 HTTP/1, 8013 h2c, 8112 TLS (system-internal-tls), 9090 the
@@ -500,17 +501,24 @@ KSERVE_CHART_STORAGE_SECURITY_CONTEXT = {  # kserve-resources v0.20.0 values.yam
 }
 
 
-def storage_initializer_security_context() -> dict[str, Any]:
-    """The chart's default as overridden by `set` in terraform/03-kserve's helm_release.kserve."""
+@functools.cache
+def kserve_values(mode: str = "Knative") -> dict[str, str]:
+    """The values terraform/03-kserve gives the kserve-resources chart (local.kserve_values,
+    evaluated by `terraform console`)."""
+    return kserve_mode(mode)["values"]
+
+
+def storage_initializer_security_context(mode: str = "Knative") -> dict[str, Any]:
+    """The chart's default as overridden by terraform/03-kserve's values for helm_release.kserve."""
     context = copy.deepcopy(KSERVE_CHART_STORAGE_SECURITY_CONTEXT)
     prefix = "kserve.storage.containerSecurityContext."
-    for entry in resources("helm_release", "03-kserve")["kserve"]["set"]:
-        if entry["name"].startswith(prefix):
-            *path, leaf = entry["name"].removeprefix(prefix).split(".")
+    for name, value in kserve_values(mode).items():
+        if name.startswith(prefix):
+            *path, leaf = name.removeprefix(prefix).split(".")
             target = context
             for key in path:
                 target = target.setdefault(key, {})
-            target[leaf] = entry["value"]
+            target[leaf] = value
     return context
 
 
@@ -714,9 +722,7 @@ def test_without_an_issuer_a_private_ca_chain_is_created():
 
 
 def test_kserve_reports_the_https_route_and_hardens_the_storage_initializer():
-    settings = {
-        s["name"]: s["value"] for s in resources("helm_release", "03-kserve")["kserve"]["set"]
-    }
+    settings = kserve_values("Knative")
     assert settings["kserve.controller.gateway.urlScheme"] == "https"
     assert settings["kserve.controller.gateway.disableIstioVirtualHost"] == "true"
     assert (
