@@ -103,7 +103,8 @@ def kserve_canary_pod_labels(isvc: dict[str, Any], name: str) -> dict[str, str]:
 
 
 def ingress_by_peer(policy: dict[str, Any]) -> dict[str, set[int]]:
-    """Ingress as {peer: ports}; a peer is 'ns:<name>' or 'pods:<k=v,...>'."""
+    """Ingress as {peer: ports}; a peer is 'ns:<name>', 'pods:<k=v,...>' (this namespace) or
+    'ns:<name>/pods:<k=v,...>' (pods of another namespace)."""
     allowed: dict[str, set[int]] = {}
     for rule in policy["spec"].get("ingress") or []:
         assert rule.get("from"), "a rule without `from` admits every source"
@@ -114,8 +115,12 @@ def ingress_by_peer(policy: dict[str, Any]) -> dict[str, set[int]]:
             ports.add(port["port"])
         for peer in rule["from"]:
             assert "ipBlock" not in peer, "ingress is by namespace or pod, never by address"
-            if "namespaceSelector" in peer:
-                assert "podSelector" not in peer
+            if "namespaceSelector" in peer and "podSelector" in peer:
+                namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                labels = peer["podSelector"]["matchLabels"]
+                pods = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                keys = [f"ns:{namespace}/pods:{pods}"]
+            elif "namespaceSelector" in peer:
                 (expression,) = peer["namespaceSelector"]["matchExpressions"]
                 assert expression["key"] == "kubernetes.io/metadata.name"
                 assert expression["operator"] == "In"
@@ -231,6 +236,8 @@ def test_ingress_only_from_the_serving_layer_and_metrics_scrapers(name):
         if "logger" in isvc["spec"]["predictor"]:
             ports.add(9081)  # KServe's agent is the Service's target then
         expected["ns:istio-system"] = ports
+        # The API server's service proxy, through GKE's konnectivity agents.
+        expected["ns:kube-system/pods:k8s-app=konnectivity-agent"] = ports
         # The chart's helm test pod (the kustomize overlays have none).
         for test_pod in (d for d in docs if d["kind"] == "Pod"):
             keys = (
@@ -287,6 +294,7 @@ def test_values_change_the_peers_and_add_egress_rules():
         "deploymentMode": "Standard",
         "networkPolicy": {
             "gatewayNamespaces": ["kserve"],
+            "apiServerProxyFrom": [],
             "metricsNamespaces": [],
             "googleApisCidrs": ["199.36.153.4/30"],
             "metadataServer": False,
