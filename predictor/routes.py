@@ -290,9 +290,9 @@ class Routes:
             return self.server_metadata, {}
         if path.startswith("/v2/models/") and path.endswith("/stats"):
             rest = path[len("/v2/models/") : -len("/stats")]
-            if not rest:
+            if not rest and "stats" not in self.models:  # a model named stats: its metadata
                 return self.model_statistics, {}
-            if "/" not in rest:
+            if rest and "/" not in rest:
                 return self.model_statistics, {"model_name": rest}
         if path.startswith("/v2/models/"):
             rest = path[len("/v2/models/") :]

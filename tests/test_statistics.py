@@ -110,6 +110,18 @@ def test_unknown_models_and_versions_are_404s(server):
     assert "statistics" in requests.get(server.http_url + "/v2", timeout=10).json()["extensions"]
 
 
+def test_a_model_named_stats_keeps_its_metadata_url():
+    """/v2/models/stats is every model's statistics, unless a model is called `stats`: its
+    own URL wins, and its statistics are at /v2/models/stats/stats."""
+    with PredictorProcess(model_name="stats") as server:
+        metadata = requests.get(server.http_url + "/v2/models/stats", timeout=10).json()
+        assert metadata["name"] == "stats" and "inputs" in metadata
+        [model] = requests.get(server.http_url + "/v2/models/stats/stats", timeout=10).json()[
+            "model_stats"
+        ]
+        assert model["name"] == "stats"
+
+
 def test_batched_requests_count_once_each_and_their_batches_once_each():
     args = ["--max_batch_size", "8", "--max_batch_delay_ms", "200"]
     with PredictorProcess(extra_args=args) as server:
