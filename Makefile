@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: serve test lint bench soak clean shellcheck lock
+.PHONY: serve test lint bench soak clean shellcheck prometheus lock
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,14 @@ shellcheck:
 	  && (apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null) ; } \
 	  || echo "note: shellcheck not installed; workflow scripts are linted without it"
 
-test: $(VENV)/.dev $(CHECKOV_VENV)/.installed shellcheck
+# A real Prometheus (and promtool) for the dashboard and alert tests (Debian package).
+prometheus:
+	@command -v prometheus >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null) ; } \
+	  || echo "note: prometheus not installed; the dashboard and alert tests skip"
+
+test: $(VENV)/.dev $(CHECKOV_VENV)/.installed shellcheck prometheus
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev

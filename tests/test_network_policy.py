@@ -36,7 +36,7 @@ KNATIVE_NAMESPACES = {"knative-serving", "istio-system"}
 # Knative's queue-proxy: 8012 HTTP/1, 8013 h2c, 8112 TLS (system-internal-tls), 9090 the
 # autoscaler's metrics (knative/serving pkg/networking/constants.go).
 QUEUE_PROXY_PORTS = {8012, 8013, 8112, 9090}
-METRICS = ({"gmp-system"}, {8080, 9091})
+METRICS = ({"gmp-system"}, {8080, 9091, 9088})
 GOOGLE_APIS = "199.36.153.8/30"
 METADATA = {("169.254.169.254/32", 80), ("169.254.169.252/32", 988)}
 

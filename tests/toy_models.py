@@ -258,3 +258,18 @@ def save_classifier(
     if labels is not None:
         (directory / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     return directory
+
+
+class BreaksAfterWarmUp(torch.nn.Module):
+    """x -> 2x for the warm-up call only; every later call runs out of memory (as torch
+    reports it), and so does the recovery check: after two requests the model is broken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x * 2
