@@ -465,7 +465,8 @@ GITHUB_PROJECT_ROLES = {
         "roles/storage.admin",
     ],
     "publisher": ["roles/containeranalysis.occurrences.editor"],
-    "canary": ["roles/container.clusterViewer"],
+    # monitoring.viewer: Google Managed Prometheus' query API, the delivery workflow's gates.
+    "canary": ["roles/container.clusterViewer", "roles/monitoring.viewer"],
     "promoter": ["roles/container.clusterViewer"],
 }
 # Resource-level grants to the GitHub accounts: resource address -> (account, role, target).

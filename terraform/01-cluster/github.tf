@@ -63,8 +63,11 @@ locals {
     # Attestation occurrences have no resource-level IAM.
     "publisher" = ["roles/containeranalysis.occurrences.editor"]
     # Credentials for the cluster only; what they may do inside it is Kubernetes RBAC,
-    # namespaced, in terraform/03-kserve/deployer_rbac.tf.
-    "canary"   = ["roles/container.clusterViewer"]
+    # namespaced, in terraform/03-kserve/deployer_rbac.tf. The canary job also reads the
+    # predictors' series through Google Managed Prometheus' query API (monitoring.googleapis.com
+    # .../location/global/prometheus/api/v1/query: monitoring.timeSeries.list) to judge a
+    # canary on real traffic; monitoring.viewer reads metrics and writes nothing.
+    "canary"   = ["roles/container.clusterViewer", "roles/monitoring.viewer"]
     "promoter" = ["roles/container.clusterViewer"]
   }
 
