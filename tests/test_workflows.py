@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -379,12 +380,19 @@ def run_step(step: dict, tmp_path: Path, fakes: dict[str, str], **env: str):
     output, log = tmp_path / "output", tmp_path / "calls"
     for path in (output, log):
         path.write_text("")
-    job_env = {"NAMESPACE": "models", "ISVC_NAME": "torch-predictor", "MODEL_NAME": "m"}
+    job_env = {
+        "NAMESPACE": "models",
+        "ISVC_NAME": "torch-predictor",
+        "MODEL_NAME": "m",
+        "ROLLOUT_TIMEOUT": "600s",
+        "ROLLOUT_RECORD": "rollout-record.json",
+    }
     result = subprocess.run(
-        ["bash", "-e", "-c", step["run"]],
+        ["bash", "-e", "-o", "pipefail", "-c", step["run"]],  # GitHub's bash
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,  # the workspace
         env={
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "GITHUB_OUTPUT": str(output),
@@ -473,8 +481,10 @@ def test_first_install_tells_the_chart_the_mode_and_only_canaries_use_the_rollou
     assert '--set "deploymentMode=$DEPLOYMENT_MODE"' in install["run"]
     start = canary_step("start")
     assert start["if"] == "steps.mode.outputs.mode == 'canary'"
-    # One command for both modes: the CLI finds the mode on the InferenceService.
-    assert "deployment-mode" not in start["if"] and 'start "$ISVC_NAME"' in start["run"]
+    # One command for both modes: the CLI finds the mode on the InferenceService. `run`
+    # starts the canary itself; a `start` before it would make it refuse the same image.
+    assert "deployment-mode" not in start["if"] and 'run "$ISVC_NAME"' in start["run"]
+    assert " start " not in start["run"]
 
 
 STATUS = {
@@ -544,8 +554,11 @@ def test_promotion_and_rollbacks_are_one_command_in_either_mode(tmp_path):
     assert promote["env"]["CANARY_NAME"] == "${{ needs.canary.outputs.canary-name }}"
     rollback = next(s for s in jobs["canary"]["steps"] if " rollback " in s.get("run", ""))
     assert rollback["env"]["CANARY_NAME"] == "${{ steps.variant.outputs.canary-name }}"
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps(STATUS))
     fakes = {
-        "python": 'echo "$*" >> "$FAKE_LOG"\n',
+        "python": 'echo "$*" >> "$FAKE_LOG"\n'
+        'case "$*" in *" status "*) cat "$FAKE_STATUS_JSON" ;; esac\n',
         "kubectl": 'echo "kubectl $*" >> "$FAKE_LOG"\n',
     }
     cli = "-m predictor.rollout -n models --timeout 600s"
@@ -554,10 +567,11 @@ def test_promotion_and_rollbacks_are_one_command_in_either_mode(tmp_path):
         # Knative mode (no canary name): the plain command; Standard: this run's canary.
         for name, extra in (("", ""), ("sha-0123456789ab", " --canary-name sha-0123456789ab")):
             result, _, calls = run_step(
-                step, tmp_path, fakes, CANARY_NAME=name, ROLLOUT_TIMEOUT="600s"
+                step, tmp_path, fakes, CANARY_NAME=name, FAKE_STATUS_JSON=str(status)
             )
             assert result.returncode == 0, result.stderr
-            assert calls[0] == f"{cli} {command} torch-predictor{extra}"
+            commands = [c for c in calls if " status " not in c]
+            assert commands[0] == f"{cli} {command} torch-predictor{extra}"
     manual = load(GITHUB / "workflows" / "rollback.yml")["jobs"]["rollback"]
     script = " ".join(s.get("run", "") for s in manual["steps"])
     assert "predictor.rollout" in script and " rollback " in script
@@ -634,3 +648,262 @@ def test_smoke_test_through_the_service_proxy_fails_on_wrong_answers_or_refusals
     result, calls = proxy_smoke(tmp_path, FAKE_FAIL=forbidden)
     assert result.returncode == 1 and forbidden in result.stderr
     assert "FAILED: no successful response" in result.stderr
+
+
+# ---------------------------------------------------------------- canary analysis
+# `run` starts the canary (its only start) in the background, the smoke tests test it, and the
+# "Judge" step waits for its verdict: on real traffic through Prometheus when PROMETHEUS_URL is
+# set, else with synthetic requests to both revisions.
+
+IMAGE = "r:2@sha256:0123456789ab"
+GMP = "https://monitoring.googleapis.com/v1/projects/my-project/location/global/prometheus"
+CLI = "-m predictor.rollout -n models --timeout 600s"
+TOKEN = "ya29.a-token-of-the-canary-account"
+# The rollout CLI: `run` notes its command line and whether it got the token in its
+# environment (its own log: the background outlives the step), then ends as told; `status`
+# answers with FAKE_STATUS_JSON.
+FAKE_ROLLOUT = """case "$*" in
+  *" run "*)
+    printf '%s\\n' "$*" >> "$FAKE_RUN_LOG"
+    printf 'token=%s\\n' "${PROMETHEUS_BEARER_TOKEN-unset}" >> "$FAKE_RUN_LOG"
+    echo "[step 1/1] 10%" >&2
+    [ -z "$FAKE_RUN_HANG" ] || exec /bin/sleep 60
+    /bin/sleep "${FAKE_RUN_DELAY:-0.5}"
+    echo "{\\"outcome\\": \\"$FAKE_OUTCOME\\"}"
+    exit "${FAKE_RUN_RC:-0}" ;;
+  *" status "*) echo "$*" >> "$FAKE_LOG"; cat "$FAKE_STATUS_JSON" ;;
+  *) echo "$*" >> "$FAKE_LOG" ;;
+esac
+"""
+FAKES = {
+    "python": FAKE_ROLLOUT,
+    "gcloud": f'echo "gcloud $*" >> "$FAKE_LOG"\necho {TOKEN}\n',
+    "kubectl": 'echo "kubectl $*" >> "$FAKE_LOG"\nprintf 34.1.2.3\n',
+    "sleep": "exec /bin/sleep 0.05\n",
+}
+STARTED = {
+    "Knative": {
+        "deploymentMode": "Knative",
+        "generation": 4,
+        "observedGeneration": 4,
+        "ready": True,
+        "model": {"image": IMAGE, "storageUri": "gs://b/m"},
+    },
+    "Standard": {
+        **STATUS,
+        "canaries": [
+            {
+                "name": "sha-0123456789ab",
+                "ready": True,
+                "service": "torch-predictor-sha-0123456789ab-predictor",
+                "model": {"image": IMAGE, "storageUri": "gs://b/m"},
+            }
+        ],
+    },
+}
+NOT_STARTED = {
+    "Knative": {**STARTED["Knative"], "model": {"image": "r:1@a", "storageUri": "gs://b/m"}},
+    "Standard": {**STATUS, "canaries": []},
+}
+
+
+def canary_steps() -> list[dict]:
+    return load(GITHUB / "workflows" / "deliver.yml")["jobs"]["canary"]["steps"]
+
+
+def wait_for(path: Path, seconds: float = 20) -> str:
+    """The background `run`'s exit status, once its wrapper wrote it."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() or not path.read_text().strip():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def start_canary(tmp_path: Path, mode: str, status: dict, **env: str):
+    status_file = tmp_path / "status.json"
+    status_file.write_text(json.dumps(status))
+    result, outputs, calls = run_step(
+        canary_step("start"),
+        tmp_path,
+        FAKES,
+        IMAGE=IMAGE,
+        CANARY_PERCENT="10",
+        DEPLOYMENT_MODE=mode,
+        INTERVAL="5m",
+        MIN_REQUESTS="20",
+        FAKE_STATUS_JSON=str(status_file),
+        FAKE_RUN_LOG=str(tmp_path / "run.log"),
+        **env,
+    )
+    return result, calls
+
+
+@pytest.mark.parametrize(
+    ("prometheus", "mode", "gateway_ca", "analysis"),
+    [
+        # Real traffic, either mode: the gates, never the gateway.
+        ("yes", "Knative", "", f"--interval 5m --prometheus {GMP} --min-requests 20"),
+        ("yes", "Standard", "", f"--interval 5m --prometheus {GMP} --min-requests 20"),
+        # Synthetic: Knative through the tag URLs on the gateway, as the smoke test.
+        ("", "Knative", "", "--model-name m --ingress https://34.1.2.3"),
+        ("", "Knative", "PEM", "--model-name m --ingress https://34.1.2.3 --ca-cert {ca}"),
+        # Synthetic, Standard: through the API server's service proxy, found by the CLI.
+        ("", "Standard", "", "--model-name m"),
+    ],
+)
+def test_the_canary_is_started_once_by_run_with_prometheus_gates_when_configured(
+    tmp_path, prometheus, mode, gateway_ca, analysis
+):
+    result, calls = start_canary(
+        tmp_path,
+        mode,
+        STARTED[mode],
+        PROMETHEUS_URL=GMP if prometheus else "",
+        GATEWAY_CA=gateway_ca,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert wait_for(tmp_path / "canary-run.rc") == "0"
+    run_log = (tmp_path / "run.log").read_text().splitlines()
+    analysis = analysis.format(ca=tmp_path / "gateway-ca.crt")
+    assert run_log[0] == (
+        f"{CLI} run torch-predictor --image {IMAGE} --steps 10 {analysis} --output json"
+    )
+    # The token: from the job's own credentials, into run's environment, masked in the log,
+    # never on a command line.
+    assert run_log[1] == (f"token={TOKEN}" if prometheus else "token=unset")
+    assert TOKEN not in run_log[0]
+    assert (f"::add-mask::{TOKEN}" in result.stdout) == bool(prometheus)
+    assert ("gcloud auth print-access-token" in calls) == bool(prometheus)
+    # Waited for the canary to serve the image before the smoke tests, and nothing started it
+    # but `run`.
+    assert calls[-1] == "-m predictor.rollout -n models status torch-predictor -o json"
+    assert not any(" start " in c or " rollback " in c for c in calls)
+    kubectl = [c for c in calls if c.startswith("kubectl")]
+    if prometheus or mode == "Standard":
+        assert kubectl == []
+    else:
+        assert kubectl == [
+            "kubectl -n istio-system get service istio-ingressgateway "
+            "-o jsonpath={.status.loadBalancer.ingress[0].ip}"
+        ]
+    assert (tmp_path / "gateway-ca.crt").exists() == bool(gateway_ca)
+    assert json.loads((tmp_path / "rollout-record.json").read_text()) == {"outcome": ""}
+
+
+def test_the_start_step_fails_when_run_ends_before_the_canary_serves(tmp_path):
+    result, calls = start_canary(
+        tmp_path, "Knative", NOT_STARTED["Knative"], PROMETHEUS_URL="", FAKE_RUN_RC="1"
+    )
+    assert result.returncode == 1
+    assert "::error::the rollout command failed (exit 1)" in result.stdout
+    assert "[step 1/1] 10%" in result.stdout  # run's progress, shown
+    assert calls.count("-m predictor.rollout -n models status torch-predictor -o json") >= 1
+
+
+@pytest.mark.parametrize(("rc", "outcome"), [("0", "left at 10%"), ("1", "rolled back")])
+def test_the_judge_step_reports_runs_verdict_and_its_record(tmp_path, rc, outcome):
+    result, _ = start_canary(
+        tmp_path,
+        "Standard",
+        STARTED["Standard"],
+        PROMETHEUS_URL=GMP,
+        FAKE_RUN_RC=rc,
+        FAKE_OUTCOME=outcome,
+        FAKE_RUN_DELAY="2",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "canary-run.rc").exists()  # the smoke tests come first
+    step = next(s for s in canary_steps() if s.get("id") == "analysis")
+    assert step["if"] == "steps.mode.outputs.mode == 'canary'"
+    result, _, _ = run_step(step, tmp_path, FAKES)
+    assert result.returncode == int(rc), result.stdout + result.stderr
+    assert "[step 1/1] 10%" in result.stdout
+    summary = (tmp_path / "summary").read_text()
+    assert f"exit {rc}" in summary and f'"outcome": "{outcome}"' in summary
+    assert ("::error::the canary failed (exit 1)" in result.stdout) == (rc == "1")
+
+
+def rollback_step() -> dict:
+    return next(s for s in canary_steps() if " rollback " in s.get("run", ""))
+
+
+def test_a_failed_smoke_test_stops_the_analysis_before_the_rollback(tmp_path):
+    result, _ = start_canary(
+        tmp_path, "Standard", STARTED["Standard"], PROMETHEUS_URL=GMP, FAKE_RUN_HANG="1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(tmp_path / "canary-run.pid")
+    assert not (tmp_path / "canary-run.rc").exists()
+    result, _, calls = run_step(
+        rollback_step(),
+        tmp_path,
+        FAKES,
+        CANARY_NAME="sha-0123456789ab",
+        FAKE_STATUS_JSON=str(tmp_path / "status.json"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert wait_for(tmp_path / "canary-run.rc") == "143"  # SIGTERM, before the rollback
+    assert calls == [
+        "-m predictor.rollout -n models status torch-predictor -o json",
+        f"{CLI} rollback torch-predictor --canary-name sha-0123456789ab",
+    ]
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_the_rollback_step_passes_when_run_rolled_back_already(tmp_path, mode):
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps(NOT_STARTED[mode]))
+    (tmp_path / "canary-run.pid").write_text("999999\n")
+    (tmp_path / "canary-run.rc").write_text("1\n")
+    name = "sha-0123456789ab" if mode == "Standard" else ""
+    result, _, calls = run_step(
+        rollback_step(), tmp_path, FAKES, CANARY_NAME=name, FAKE_STATUS_JSON=str(status)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    if mode == "Standard":
+        # This run's canary is gone (another one may not be): nothing to roll back.
+        assert "nothing to roll back" in result.stdout
+        assert not any(" rollback " in c for c in calls)
+    else:
+        # Knative: the CLI finds nothing in progress itself and exits 0.
+        assert calls == [f"{CLI} rollback torch-predictor"]
+
+
+def test_the_canary_job_smoke_tests_before_the_analysis_and_uploads_the_record():
+    job = load(GITHUB / "workflows" / "deliver.yml")["jobs"]["canary"]
+    steps = job["steps"]
+    assert job["env"]["PROMETHEUS_URL"] == "${{ vars.PROMETHEUS_URL }}"
+    assert job["env"]["ROLLOUT_RECORD"] == "rollout-record.json"
+    start = canary_step("start")
+    assert start["env"]["INTERVAL"] == "${{ vars.CANARY_ANALYSIS_INTERVAL || '5m' }}"
+    assert start["env"]["MIN_REQUESTS"] == "${{ vars.CANARY_MIN_REQUESTS || '20' }}"
+    assert '--output json > "$ROLLOUT_RECORD"' in start["run"]
+    # gcloud only where the token is needed, after the credentials, before the start.
+    gcloud = step_index(steps, "google-github-actions/setup-gcloud@")
+    assert steps[gcloud]["if"] == "steps.mode.outputs.mode == 'canary' && env.PROMETHEUS_URL != ''"
+    assert step_index(steps, "./.github/actions/cluster-access") < gcloud < steps.index(start)
+    # start -> smoke tests -> verdict -> rollback on failure -> record, whatever happened.
+    smokes = [i for i, s in enumerate(steps) if "smoke_test.py" in s.get("run", "")]
+    judge = next(i for i, s in enumerate(steps) if s.get("id") == "analysis")
+    rollback = steps.index(rollback_step())
+    upload = step_index(steps, "actions/upload-artifact@")
+    assert steps.index(start) < min(smokes) and max(smokes) < judge < rollback < upload
+    record = steps[upload]
+    assert record["if"] == "always() && steps.start.outcome != 'skipped'"
+    assert record["with"]["path"] == "${{ env.ROLLOUT_RECORD }}"
+    assert "${{ github.run_attempt }}" in record["with"]["name"]
+    # The same pin as the repository's other uploads.
+    pins = {
+        s["uses"]
+        for path in WORKFLOWS
+        for s in steps_of(path)
+        if "actions/upload-artifact@" in s.get("uses", "")
+    }
+    assert pins == {record["uses"]}
+    # The token never reaches a command line, and is no secret of the repository.
+    text = (GITHUB / "workflows" / "deliver.yml").read_text()
+    for line in text.splitlines():
+        if "predictor.rollout" in line or "--" in line.split("#")[0]:
+            assert "TOKEN" not in line, line
+    assert "secrets." not in text
