@@ -24,7 +24,7 @@ import re
 import sys
 import time
 
-from predictor.rollout import analysis, standard
+from predictor.rollout import analysis, gates, standard, webhooks
 from predictor.rollout import isvc as spec
 from predictor.rollout.wait import (
     Cluster,
@@ -37,8 +37,15 @@ from predictor.rollout.wait import (
 )
 
 
+class Output:
+    """Where progress lines go: stdout, or stderr with `run --output json` (stdout then carries
+    the rollout's record alone)."""
+
+    stream = sys.stdout
+
+
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(text, file=Output.stream, flush=True)
 
 
 def duration(text: str) -> float:
@@ -55,8 +62,10 @@ def steps(text: str) -> list[int]:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"steps are percents, e.g. 10,25,50,100: {err}") from err
-    if not values or any(not 0 < v <= 100 for v in values) or values != sorted(set(values)):
-        raise argparse.ArgumentTypeError("steps must rise strictly within 1..100, e.g. 10,50,100")
+    if not values or any(not 0 <= v <= 100 for v in values) or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError(
+            "steps must rise strictly within 0..100, e.g. 10,50,100 (a first 0 is a dark launch)"
+        )
     return values
 
 
@@ -179,6 +188,48 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, default=10, help="times to send the request set")
     run.add_argument("--request-timeout", type=duration, default=10.0)
     defaults = analysis.Thresholds()
+    run.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="with --prometheus, also send the synthetic requests (alone without --prometheus)",
+    )
+    gate_defaults = gates.MetricThresholds()
+    run.add_argument(
+        "--prometheus",
+        help="judge each step on real traffic: Prometheus' base URL (GKE Managed Prometheus: "
+        "https://monitoring.googleapis.com/v1/projects/PROJECT/location/global/prometheus, "
+        "with $PROMETHEUS_BEARER_TOKEN)",
+    )
+    run.add_argument(
+        "--metrics-window",
+        type=duration,
+        help="the window the gates query at each step (default: the time since the step "
+        "began, i.e. the synthetic requests if any and the --interval each step waits)",
+    )
+    run.add_argument(
+        "--min-requests",
+        type=int,
+        default=gate_defaults.min_requests,
+        help="fewest requests the canary must answer in the window to be judged (default 20)",
+    )
+    run.add_argument("--max-p99-ratio", type=float, default=gate_defaults.max_p99_ratio)
+    run.add_argument("--p99-slack-ms", type=float, default=gate_defaults.p99_slack_ms)
+    run.add_argument("--gates-file", help="YAML/JSON list of {name, query, min?, max?}")
+    run.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="PHASE=URL",
+        help=f"POST the rollout's state at PHASE ({', '.join(webhooks.PHASES)}); repeatable",
+    )
+    run.add_argument("--webhook-timeout", type=duration, default=10.0)
+    run.add_argument("--webhook-retries", type=int, default=2)
+    run.add_argument(
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: progress on stderr, the rollout's whole record as JSON on stdout",
+    )
     run.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate)
     run.add_argument("--max-mismatch-rate", type=float, default=defaults.max_mismatch_rate)
     run.add_argument("--max-p95-ratio", type=float, default=defaults.max_p95_ratio)
@@ -357,29 +408,123 @@ class Rollout:
             args.tolerance,
         )
         request_set = analysis.load_requests(args.requests_file)
+        synthetic = args.synthetic or not args.prometheus
+        custom = gates.load_gates(args.gates_file)
+        self.hooks = webhooks.Webhooks(
+            webhooks.parse(args.webhook), args.webhook_timeout, args.webhook_retries
+        )
+        prometheus = gates.Prometheus(args.prometheus) if args.prometheus else None
+        self.record: dict = {
+            "inferenceservice": args.name,
+            "namespace": self.cluster.namespace,
+            "model": {"image": args.image, "storageUri": args.storage_uri},
+            "steps": [],
+            "webhooks": [],
+        }
+        if not self._hooks_allow("pre-rollout", {"step": 0, "percent": 0}):
+            return self.finish(1, "halted", "the pre-rollout webhook refused: nothing started")
         total = len(args.steps)
         for number, percent in enumerate(args.steps, start=1):
             say(f"[step {number}/{total}] {percent}%")
+            step: dict = {"step": number, "percent": percent}
+            self.record["steps"].append(step)
             try:
                 if percent == 100:
+                    if not self._hooks_allow("confirm-promotion", step):
+                        return self.abort("the confirm-promotion webhook refused the promotion")
                     self.promote()
+                    step["verdict"] = "promoted"
                     continue
                 obj = self.start(percent) if number == 1 else self.set_percent(percent)
                 if obj is None:  # dry run
                     continue
-                report = self.analyse(obj, request_set, thresholds)
+                self.record["deploymentMode"] = spec.deployment_mode(obj)
+                self.record["canaryName"] = args.canary_name
+                serving_since = time.monotonic()  # the canary has this step's share from now
+                failures, examples = [], []
+                if synthetic:
+                    report = self.analyse(obj, request_set, thresholds)
+                    say(f"  analysis: {report.line()}")
+                    step["synthetic"] = {"passed": report.passed, "line": report.line()}
+                    failures += report.reasons
+                    examples += report.examples
+                if prometheus is not None:
+                    say(
+                        f"  measuring real traffic for {args.interval:g}s "
+                        f"(Prometheus {prometheus.url})"
+                    )
+                    time.sleep(args.interval)
+                    # The whole time the canary had this step's share, synthetic requests
+                    # included, unless a window is given.
+                    window = args.metrics_window or time.monotonic() - serving_since
+                    verdict = gates.judge(
+                        prometheus,
+                        self.cluster.get(args.name),
+                        args.canary_name,
+                        window,
+                        gates.MetricThresholds(
+                            args.min_requests,
+                            args.max_error_rate,
+                            args.max_p99_ratio,
+                            args.p99_slack_ms,
+                        ),
+                        custom,
+                    )
+                    say(
+                        f"  gates over {verdict.window}: canary {verdict.canary_revision}, "
+                        f"prev {verdict.previous_revision}"
+                    )
+                    for result in verdict.results:
+                        say(f"    {result.line()}")
+                    step["gates"] = verdict.as_json()
+                    failures += verdict.reasons
+                if not self._hooks_allow("rollout", step):
+                    failures.append("the rollout webhook refused the step")
             except spec.RolloutError as err:
                 return self.abort(str(err))
-            say(f"  analysis: {report.line()}")
-            if not report.passed:
-                return self.abort("; ".join(report.reasons), report.examples)
+            if failures:
+                step["verdict"] = "failed"
+                return self.abort("; ".join(failures), examples)
+            step["verdict"] = "passed"
             say("  analysis passed")
-            if number < total and args.interval > 0:
+            if prometheus is None and number < total and args.interval > 0:
                 say(f"  next step in {args.interval:g}s")
                 time.sleep(args.interval)
-        if args.steps[-1] < 100 and not args.dry_run:
+        if args.dry_run:
+            return 0
+        self._hooks_allow("post-rollout", {"step": total, "percent": args.steps[-1]})
+        if args.steps[-1] < 100:
             say(f"canary left at {args.steps[-1]}%: `promote` or `rollback` {args.name} to finish")
-        return 0
+            return self.finish(0, f"left at {args.steps[-1]}%")
+        return self.finish(0, "promoted")
+
+    def _hooks_allow(self, phase: str, step: dict) -> bool:
+        """Call the phase's webhooks with the rollout's state; whether none refused (only the
+        gating phases can refuse)."""
+        payload = {
+            "name": self.args.name,
+            "namespace": self.cluster.namespace,
+            "deploymentMode": self.record.get("deploymentMode"),
+            "canaryName": self.args.canary_name,
+            "model": self.record["model"],
+            "step": step.get("step"),
+            "percent": step.get("percent"),
+            "verdict": step.get("verdict"),
+        }
+        results = self.hooks.call(phase, payload)
+        for result in results:
+            say(f"  {result.line()}")
+        self.record["webhooks"] += webhooks.as_json(results)
+        return phase not in webhooks.GATING or all(result.ok for result in results)
+
+    def finish(self, code: int, outcome: str, reason: str = "") -> int:
+        """Close the record (printed as JSON with --output json) and exit with `code`."""
+        record = getattr(self, "record", None)
+        if record is not None:
+            record.update(outcome=outcome, reason=reason)
+            if self.args.output == "json":
+                print(gates.dumps(record), flush=True)
+        return code
 
     def targets(self, obj: dict) -> dict[str, analysis.Target]:
         """Where analysis requests go: `prev` is what serves now, `latest` the canary."""
@@ -437,17 +582,21 @@ class Rollout:
             self.rollback()
         except spec.RolloutError as err:
             print(f"error: rollback failed too: {err}", file=sys.stderr, flush=True)
-            return 1
+            return self.finish(1, "rollback failed", f"{reason}; rollback: {err}")
+        if hasattr(self, "hooks"):
+            self._hooks_allow("rollback", {"verdict": "rolled back"})
         print(
             f"error: canary of {self.where} failed and was rolled back: {reason}",
             file=sys.stderr,
             flush=True,
         )
-        return 1
+        return self.finish(1, "rolled back", reason)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    json_record = args.command == "run" and args.output == "json"
+    Output.stream = sys.stderr if json_record else sys.stdout
     try:
         rollout = Rollout(args)
         if args.command == "status":
