@@ -484,6 +484,16 @@ def _field_name(query: dict) -> str | None:
 ISVC_COLLECTION = "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices"
 
 
+def backend_of(template: dict, backends: dict[str, str]) -> str | None:
+    """The real predictor that plays a predictor spec: `backends` by its model (storageUri,
+    the STORAGE_URI of its first container, else its image); None when nothing plays it."""
+    model = template.get("model") or {}
+    containers = template.get("containers") or [{}]
+    env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
+    key = model.get("storageUri") or env.get("STORAGE_URI") or model.get("image")
+    return backends.get(key or containers[0].get("image") or "")
+
+
 class KServeSimulator:
     """KServe + Knative for Serverless InferenceServices; see the module docstring."""
 
@@ -506,11 +516,7 @@ class KServeSimulator:
         api.on_write.append(self._on_write)
 
     def _backend(self, template: dict) -> str | None:
-        model = template.get("model") or {}
-        containers = template.get("containers") or [{}]
-        env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
-        key = model.get("storageUri") or env.get("STORAGE_URI") or model.get("image")
-        return self.backends.get(key or containers[0].get("image") or "")
+        return backend_of(template, self.backends)
 
     def _on_write(self, collection: str, name: str) -> None:
         if self.delay <= 0:
@@ -750,11 +756,7 @@ class KServeStandardSimulator:
         )
 
     def _backend(self, template: dict) -> str | None:
-        model = template.get("model") or {}
-        containers = template.get("containers") or [{}]
-        env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
-        key = model.get("storageUri") or env.get("STORAGE_URI") or model.get("image")
-        return self.backends.get(key or containers[0].get("image") or "")
+        return backend_of(template, self.backends)
 
     def reconcile(self, collection: str, name: str) -> None:
         if not collection.endswith("/inferenceservices"):
