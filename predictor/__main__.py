@@ -15,7 +15,7 @@ from kserve import model_server
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.model_server import ModelServer
 
-from . import edge, grpc_service, http_server, logs, tracing
+from . import edge, grpc_service, http_server, logs, metrics, tracing
 from .compiled import MODES as COMPILE_MODES
 from .handlers import resolve_handler
 from .loader import BUNDLED_MODEL_DIR, ModelLoadError
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    metrics.prepare(model.name)
     front = edge.install(
         model_server.app,
         {model.name: model},

@@ -155,7 +155,8 @@ class Batcher:
             # Run them one by one: only the request at fault gets the error.
             for pending in live:
                 await self._settle(
-                    pending, loop.run_in_executor(self._executor, self.forward, pending.arrays)
+                    pending,
+                    loop.run_in_executor(self._executor, self._call, pending.arrays, [pending]),
                 )
             return
         start = 0

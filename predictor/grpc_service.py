@@ -15,6 +15,7 @@ written here says more.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent import futures
@@ -83,6 +84,10 @@ class ModelInfer:
             return answer
         except HANDLED_ERRORS as failure:
             status, error = status_of(failure), message_of(failure)
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed: nobody reads an answer.
+            status, error = 499, "the call was cancelled (client gone or deadline exceeded)"
+            raise
         except Exception as failure:
             logger.exception("ModelInfer on model %r failed", model_name)
             status, error = 500, fault_message(failure)

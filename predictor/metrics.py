@@ -99,6 +99,15 @@ def observe_stage(stage: str, model: str, protocol: str, seconds: float) -> None
     _stage_series(stage, model, protocol).observe(seconds)
 
 
+def prepare(model: str) -> None:
+    """Create the request series a model's answers most often land in, at zero: rates and
+    increases need a sample from before a series' first request, or its first requests (a
+    canary's first 5xx, a dark launch's test burst) vanish from them."""
+    for protocol in ("v1", "v2", "grpc", "legacy"):
+        for status in (200, 400, 500, 503):
+            _request_series(model, protocol, status)
+
+
 def observe_request(model: str, protocol: str, status: int, seconds: float) -> None:
     """An inference request was answered: its metrics, and the statistics extension's
     success/fail counts (statistics.py)."""

@@ -153,6 +153,8 @@ class Routes:
         name = request.path_params.get("model_name")
         if name is not None and name not in self.models:
             return error_response(ModelNotFound(name))
+        if name is not None and name not in statistics.MODELS:  # still loading
+            return error_response(ModelNotReady(name))
         names = [name] if name is not None else list(self.models)
         stats = [statistics.MODELS[n].as_json() for n in names if n in statistics.MODELS]
         return _json({"model_stats": stats})

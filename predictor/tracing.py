@@ -39,7 +39,7 @@ _EPOCH_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
 
 
 # The gRPC status code (its number) that answers each HTTP status (grpc_service.py).
-GRPC_STATUS = {200: 0, 400: 3, 404: 5, 413: 8, 415: 3, 500: 13, 503: 14}
+GRPC_STATUS = {200: 0, 400: 3, 404: 5, 413: 8, 415: 3, 499: 1, 500: 13, 503: 14}
 
 
 def wanted(environ: dict[str, str] | os._Environ = os.environ) -> bool:

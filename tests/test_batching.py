@@ -121,3 +121,33 @@ def test_batches_never_exceed_the_exported_batch_bound(tmp_path):
     model = TorchModel("m", ModelOptions(model_dir=str(tmp_path), max_batch_size=64))
     model.load()
     assert model._batcher is not None and model._batcher.max_batch_size == 4
+
+
+def test_a_request_retried_alone_after_its_batch_failed_is_timed_by_its_retry():
+    """When a batch fails and its requests run one by one, each request's timing is its own
+    retry's (a queue time, never a negative one)."""
+    import asyncio
+    import time
+
+    import numpy as np
+
+    from predictor.batching import Batcher, ForwardTiming
+
+    def forward(arrays):
+        if arrays[0].shape[0] > 1:
+            raise ValueError("no batches here")
+        return {"out": arrays[0] * 2}
+
+    async def main():
+        batcher = Batcher(forward, 8, 0.05)
+        timings = [ForwardTiming(time.perf_counter_ns()) for _ in range(3)]
+        arrays = [np.ones((1, 2), np.float32) for _ in range(3)]
+        await asyncio.gather(
+            *(batcher.submit([a], t) for a, t in zip(arrays, timings, strict=True))
+        )
+        return timings
+
+    for timing in asyncio.run(main()):
+        assert timing.started_ns >= timing.queued_ns > 0
+        assert timing.finished_ns >= timing.started_ns
+        assert timing.batch_rows == 1

@@ -373,3 +373,51 @@ def test_analysis_fails_when_the_serving_variant_answers_nothing():
         "prev answered none of the 2 requests: nothing to judge the canary against "
         "(check the request set, --model-name and that prev is reachable)"
     ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--webhook", "deploy=http://hooks"], "expected PHASE=URL with PHASE one of"),
+        (["--gates-file", "GATES"], "each gate needs a name and a query"),
+        (["--requests-file", "MISSING"], "No such file"),
+    ],
+)
+def test_bad_run_options_are_usage_errors_before_anything_changes(
+    cluster, tmp_path, extra, message
+):
+    api, kubeconfig = cluster
+    gates_file = tmp_path / "gates.yaml"
+    gates_file.write_text("- {name: no-query}\n")
+    extra = [
+        str(gates_file) if a == "GATES" else str(tmp_path / "missing.json") if a == "MISSING" else a
+        for a in extra
+    ]
+    result = rollout_cli(kubeconfig, "run", "torch", "--storage-uri", NEW, *extra)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert api.patches == []
+
+
+def test_a_refused_start_leaves_someone_elses_canary_alone(cluster):
+    """A run whose first patch is refused changed nothing, so it rolls nothing back."""
+    api, kubeconfig = cluster
+    first = rollout_cli(
+        kubeconfig, *FAST, "start", "torch", "--storage-uri", NEW, "--percent", "10",
+        "--canary-name", "v2",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = rollout_cli(
+        kubeconfig, *FAST, "run", "torch", "--storage-uri", OTHER, "--canary-name", "v2"
+    )
+    assert again.returncode == 1
+    assert "already has a canary 'v2'" in again.stderr and "nothing was changed" in again.stderr
+    assert standard.canary_names(stored(api)) == ["v2"]
+
+
+def test_a_first_step_of_100_is_refused():
+    from predictor.rollout import cli
+
+    with pytest.raises(Exception, match="the first step cannot be 100"):
+        cli.steps("100")
+    assert cli.steps("0,100") == [0, 100]

@@ -45,6 +45,12 @@ def test_a_fresh_server_counts_nothing_not_even_its_warm_up(server):
     assert model["inference_count"] == model["execution_count"] == model["last_inference"] == 0
     assert all(v == {"count": 0, "ns": 0} for v in model["inference_stats"].values())
     assert model["batch_stats"] == []
+    # The request series exist at zero before any request, so a first request's increase
+    # shows in rates (Prometheus needs a sample from before it).
+    for protocol in ("v1", "v2", "grpc", "legacy"):
+        for status in ("200", "500"):
+            labels = f'model="model",protocol="{protocol}",status="{status}"'
+            assert server.metric(f"predictor_requests_total{{{labels}}}") == 0
 
 
 def test_counts_match_the_requests_sent_on_every_protocol(server):

@@ -57,6 +57,23 @@ def duration(text: str) -> float:
     return float(match.group(1)) * scale
 
 
+def positive_duration(text: str) -> float:
+    seconds = duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return seconds
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
 def steps(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -65,6 +82,11 @@ def steps(text: str) -> list[int]:
     if not values or any(not 0 <= v <= 100 for v in values) or values != sorted(set(values)):
         raise argparse.ArgumentTypeError(
             "steps must rise strictly within 0..100, e.g. 10,50,100 (a first 0 is a dark launch)"
+        )
+    if values[0] == 100:
+        raise argparse.ArgumentTypeError(
+            "the first step cannot be 100: it would promote a canary that was never started "
+            "(start at a lower percent, e.g. 10,100)"
         )
     return values
 
@@ -222,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PHASE=URL",
         help=f"POST the rollout's state at PHASE ({', '.join(webhooks.PHASES)}); repeatable",
     )
-    run.add_argument("--webhook-timeout", type=duration, default=10.0)
-    run.add_argument("--webhook-retries", type=int, default=2)
+    run.add_argument("--webhook-timeout", type=positive_duration, default=10.0)
+    run.add_argument("--webhook-retries", type=non_negative_int, default=2)
     run.add_argument(
         "--output",
         choices=["text", "json"],
@@ -245,6 +267,8 @@ class Rollout:
         self.where = f"{self.cluster.namespace}/{args.name}"
         # Standard mode, dry run: the object as the patches so far would leave it.
         self._planned: dict | None = None
+        self.changed = False  # this run's first patch went through: a failure rolls it back
+        self.promoted = False  # the promotion's patch went through
 
     def patch(self, body: dict | list, why: str) -> dict | None:
         """Send (or with --dry-run print) a patch; the object after it, None on a dry run."""
@@ -254,7 +278,9 @@ class Rollout:
             say(json.dumps(body, indent=2))
             return None
         say(f"{why}: patching {self.where}")
-        return self.cluster.patch(self.args.name, body)
+        patched = self.cluster.patch(self.args.name, body)
+        self.changed = True
+        return patched
 
     def wait(self, patched: dict, condition, what: str) -> dict:
         generation = int(patched["metadata"].get("generation") or 0)
@@ -342,6 +368,7 @@ class Rollout:
         if self.standard(obj):
             name = standard.pick_canary(obj, self.args.canary_name)
             patched = self.patch(standard.promote_patch(obj, name), f"promote canary {name!r}")
+            self.promoted = patched is not None
             if patched is not None:
                 self.wait(
                     patched,
@@ -355,6 +382,7 @@ class Rollout:
                 )
             return 0
         patched = self.patch(spec.promote_patch(), "promote")
+        self.promoted = patched is not None
         if patched is not None:
             self.wait(patched, fully_rolled_out, "the new revision to get 100% of the traffic")
             say(f"promoted: {self.where} serves the new model to all traffic")
@@ -482,6 +510,8 @@ class Rollout:
                     failures.append("the rollout webhook refused the step")
             except spec.RolloutError as err:
                 return self.abort(str(err))
+            except Exception as err:  # noqa: BLE001 - the API server or Prometheus unreachable...
+                return self.abort(f"{type(err).__name__}: {err}")
             if failures:
                 step["verdict"] = "failed"
                 return self.abort("; ".join(failures), examples)
@@ -491,7 +521,7 @@ class Rollout:
                 say(f"  next step in {args.interval:g}s")
                 time.sleep(args.interval)
         if args.dry_run:
-            return 0
+            return self.finish(0, "dry run")
         self._hooks_allow("post-rollout", {"step": total, "percent": args.steps[-1]})
         if args.steps[-1] < 100:
             say(f"canary left at {args.steps[-1]}%: `promote` or `rollback` {args.name} to finish")
@@ -577,6 +607,20 @@ class Rollout:
         say(f"canary failed: {reason}")
         for example in examples or []:
             say(f"  e.g. {example}")
+        if not self.changed:
+            # Nothing of this run is there to undo (a refused start, say): whatever canary
+            # the object has is someone else's.
+            print(f"error: {reason}; nothing was changed", file=sys.stderr, flush=True)
+            return self.finish(1, "halted", reason)
+        if self.promoted:
+            # The promotion's patch is in: there is no canary left to roll back to.
+            print(
+                f"error: {self.where} was promoted but it was not confirmed: {reason}; see "
+                "`status`",
+                file=sys.stderr,
+                flush=True,
+            )
+            return self.finish(1, "promotion not confirmed", reason)
         say("rolling back")
         try:
             self.rollback()
@@ -597,6 +641,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     json_record = args.command == "run" and args.output == "json"
     Output.stream = sys.stderr if json_record else sys.stdout
+    if args.command == "run":
+        # The option files and webhooks are read before anything changes: a bad one is a
+        # usage error (exit 2), never a half-started rollout.
+        try:
+            analysis.load_requests(args.requests_file)
+            gates.load_gates(args.gates_file)
+            webhooks.parse(args.webhook)
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
     try:
         rollout = Rollout(args)
         if args.command == "status":

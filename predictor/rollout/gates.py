@@ -200,7 +200,10 @@ def judge(
     report = GateReport(window, canary, previous)
 
     def selector(revision: str, extra: str = "") -> str:
-        parts = [f'{k}="{v}"' for k, v in labels.items()] + [f'revision="{revision}"']
+        # GKE's PodMonitoring copies the Standard-mode pods' app label as it is (isvc.NAME);
+        # the Prometheus Operator's PodMonitor strips the prefix: either matches.
+        pattern = "(isvc\\\\.)?" + revision  # DNS labels: no regex characters
+        parts = [f'{k}="{v}"' for k, v in labels.items()] + [f'revision=~"{pattern}"']
         return "{" + ",".join(parts) + (f",{extra}" if extra else "") + "}"
 
     def measure(revision: str) -> dict[str, float | None]:
