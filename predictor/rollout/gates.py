@@ -252,7 +252,17 @@ def judge(
                 "" if ok else f"5xx rate {canary_rate:.1%} against {prev_rate:.1%} on prev",
             )
         )
-        if got["p99_ms"] is not None and before["p99_ms"] is not None:
+        if got["p99_ms"] is None or before["p99_ms"] is None:
+            report.results.append(
+                GateResult(
+                    "p99 ms",
+                    got["p99_ms"],
+                    before["p99_ms"],
+                    "not compared: no latency data on one side",
+                    True,
+                )
+            )
+        else:
             limit = before["p99_ms"] * thresholds.max_p99_ratio + thresholds.p99_slack_ms
             ok = got["p99_ms"] <= limit
             report.results.append(
