@@ -46,10 +46,12 @@ MODEL_INFER = f"/{SERVICE.full_name}/ModelInfer"
 
 # The gRPC status for each HTTP status the predictor's errors carry (errors.py).
 GRPC_CODES = {
+    200: grpc.StatusCode.OK,
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
+    499: grpc.StatusCode.CANCELLED,
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
 }
@@ -95,7 +97,8 @@ class ModelInfer:
             elapsed = time.perf_counter() - start
             observe_request(model_name, "grpc", status, elapsed)
             request_id = headers.get("x-request-id") or new_request_id()
-            tracing.finish_request(span, model_name, status, request_id, error)
+            code = GRPC_CODES.get(status, grpc.StatusCode.UNKNOWN).value[0]
+            tracing.finish_request(span, model_name, status, request_id, error, grpc_code=code)
             path = f"ModelInfer/{model_name}"
             access_log.write(request_id, "grpc", path, status, elapsed, error)
         # A status, not an exception: the call ends with it and no response message.

@@ -38,10 +38,6 @@ _current: ContextVar[Any] = ContextVar("predictor_server_span", default=None)
 _EPOCH_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
 
 
-# The gRPC status code (its number) that answers each HTTP status (grpc_service.py).
-GRPC_STATUS = {200: 0, 400: 3, 404: 5, 413: 8, 415: 3, 499: 1, 500: 13, 503: 14}
-
-
 def wanted(environ: dict[str, str] | os._Environ = os.environ) -> bool:
     """Whether the standard variables ask for traces."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -108,23 +104,29 @@ def start_request(name: str, headers: dict[str, str], protocol: str) -> Any:
         kind=SpanKind.SERVER,
         attributes={"predictor.protocol": protocol},
     )
-    return span, _current.set(span), protocol
+    return span, _current.set(span)
 
 
 def finish_request(
-    handle: Any, model: str, status: int, request_id: str, error: str | None
+    handle: Any,
+    model: str,
+    status: int,
+    request_id: str,
+    error: str | None,
+    grpc_code: int | None = None,
 ) -> None:
     """End the request's span with its outcome (5xx: an error, as OpenTelemetry's HTTP
-    conventions have it for servers; 4xx is the client's)."""
+    conventions have it for servers; 4xx is the client's). A gRPC call gives the code it
+    answered with (grpc_service.GRPC_CODES)."""
     if handle is None:
         return
     from opentelemetry.trace import Status, StatusCode
 
-    span, token, protocol = handle
+    span, token = handle
     span.set_attribute("predictor.model", model)
     span.set_attribute("predictor.status", status)
-    if protocol == "grpc":
-        span.set_attribute("rpc.grpc.status_code", GRPC_STATUS.get(status, 2))
+    if grpc_code is not None:
+        span.set_attribute("rpc.grpc.status_code", grpc_code)
     else:
         span.set_attribute("http.response.status_code", status)
     span.set_attribute("predictor.request_id", request_id)
